@@ -1,0 +1,207 @@
+"""The applier: takes committed frames from the replicator in index order and
+applies them to shards, one SQLite transaction per shard per batch.
+
+It is the only writer of shards and runs the SQLite work on one dedicated
+thread, one hop per batch. Proposers register a waiter under the frame's
+trace_id before proposing; the applier wakes it with the frame's result, on
+the node that proposed it (etcd's wait.Register/Trigger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from node.errors import StorageError, Unavailable
+from node.shards import ShardStore
+from proto import frame_pb2
+from replication.replicator import Replicator
+
+log = logging.getLogger(__name__)
+
+MARKER_INTERVAL = 1.0
+
+
+class Applier:
+    def __init__(
+        self,
+        store: ShardStore,
+        replicator: Replicator,
+        data_dir: Path,
+        request_retention: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.replicator = replicator
+        self.request_retention = request_retention
+        self._marker = data_dir / "applied_index"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="applier")
+        # Invariant: applied_index <= the replicator's commit index, and every
+        # frame up to it is committed in its shard.
+        self.applied_index = self._read_marker()
+        self._waiters: dict[bytes, asyncio.Future[frame_pb2.FrameResult]] = {}
+        self._index_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._ticket = 0
+        self._failed: BaseException | None = None
+        self._marker_written = self.applied_index
+        self._task: asyncio.Task[None] | None = None
+
+    def _read_marker(self) -> int:
+        try:
+            return int(self._marker.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def _write_marker(self, index: int) -> None:
+        # Only ever lags the shards (they commit with synchronous=FULL first),
+        # so a lost or stale marker just means a longer, idempotent replay.
+        tmp = self._marker.with_suffix(".tmp")
+        tmp.write_text(f"{index}\n")
+        os.replace(tmp, self._marker)
+        self._marker_written = index
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="applier")
+
+    # -- waiting ----------------------------------------------------------
+
+    def register(self, trace_id: bytes) -> asyncio.Future[frame_pb2.FrameResult]:
+        future: asyncio.Future[frame_pb2.FrameResult] = asyncio.get_running_loop().create_future()
+        self._waiters[trace_id] = future
+        return future
+
+    def unregister(self, trace_id: bytes) -> None:
+        future = self._waiters.pop(trace_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+
+    async def wait_applied(self, index: int) -> None:
+        if self._failed is not None:
+            raise StorageError(f"the applier stopped: {self._failed}")
+        if index <= self.applied_index:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ticket += 1
+        heapq.heappush(self._index_waiters, (index, self._ticket, future))
+        await future
+
+    # -- applying ---------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            start = max(self.applied_index + 1, self.replicator.status().first_index)
+            queue: list[tuple[int, frame_pb2.Frame]] = []
+            ready = asyncio.Event()
+            pump = asyncio.get_running_loop().create_task(self._pump(start, queue, ready))
+            try:
+                while True:
+                    await ready.wait()
+                    ready.clear()
+                    if pump.done() and not queue:
+                        pump.result()  # re-raise what ended the stream
+                        return
+                    batch = queue[:]
+                    queue.clear()
+                    if batch:
+                        await self._apply_batch(batch)
+            finally:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.critical("applier stopped: %s", exc, exc_info=True)
+            self._fail(exc)
+
+    async def _pump(
+        self, start: int, queue: list[tuple[int, frame_pb2.Frame]], ready: asyncio.Event
+    ) -> None:
+        try:
+            async for index, frame in self.replicator.subscribe(start):
+                queue.append((index, frame))
+                ready.set()
+        finally:
+            ready.set()
+
+    async def _apply_batch(self, batch: list[tuple[int, frame_pb2.Frame]]) -> None:
+        loop = asyncio.get_running_loop()
+        # Shielded: a half-finished apply must still report its results.
+        results = await asyncio.shield(loop.run_in_executor(self._executor, self._apply, batch))
+        self.applied_index = batch[-1][0]
+        for (_, frame), result in zip(batch, results, strict=True):
+            future = self._waiters.pop(frame.trace_id, None) if frame.trace_id else None
+            if future is not None and not future.done():
+                if result is None:
+                    future.set_exception(StorageError("frame was already applied before restart"))
+                else:
+                    future.set_result(result)
+        while self._index_waiters and self._index_waiters[0][0] <= self.applied_index:
+            _, _, waiter = heapq.heappop(self._index_waiters)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _apply(
+        self, batch: list[tuple[int, frame_pb2.Frame]]
+    ) -> list[frame_pb2.FrameResult | None]:
+        """On the applier thread: group by shard (order kept within each), one
+        transaction per shard."""
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for position, (_, frame) in enumerate(batch):
+            groups[(frame.org, frame.namespace)].append(position)
+        results: list[frame_pb2.FrameResult | None] = [None] * len(batch)
+        for (org, namespace), positions in groups.items():
+            with self.store.use(org, namespace, create=True) as shard:
+                assert shard is not None
+                shard_results = shard.apply(
+                    [batch[p] for p in positions], self.request_retention
+                )
+            for position, result in zip(positions, shard_results, strict=True):
+                results[position] = result
+        return results
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        error = StorageError(f"the applier stopped: {exc}")
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiters.clear()
+        for _, _, waiter in self._index_waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._index_waiters.clear()
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._failed
+
+    def maybe_write_marker(self) -> None:
+        if self.applied_index != self._marker_written:
+            self._write_marker(self.applied_index)
+            self.replicator.compact(self.applied_index)
+
+    async def close(self) -> None:
+        """Stop after the replicator's stream ended (close the replicator first)."""
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=30)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        error = Unavailable("node is shutting down")
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_exception(error)
+        for _, _, waiter in self._index_waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        if self._failed is None:
+            self._write_marker(self.applied_index)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,242 @@
+"""`shardlite`: run a node, or talk to one.
+
+    shardlite node --id n1 --data ./data/n1 --listen 127.0.0.1:7001
+    shardlite put greeting hello
+    shardlite get greeting
+
+Every flag can also come from an environment variable: --max-value-bytes is
+SHARDLITE_MAX_VALUE_BYTES, --endpoint is SHARDLITE_ENDPOINT, and so on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from node.client import SERIALIZABLE, Client, ClientError, LINEARIZABLE
+from node.config import NodeConfig
+from node.logs import setup_logging
+
+DEFAULT_ENDPOINT = "127.0.0.1:7001"
+
+
+class _EnvDefaults(argparse.ArgumentParser):
+    """An ArgumentParser whose options default to SHARDLITE_<OPTION> variables."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings and action.dest != "help":
+            var = "SHARDLITE_" + action.option_strings[-1].lstrip("-").upper().replace("-", "_")
+            if var in os.environ:
+                raw = os.environ[var]
+                if isinstance(action, argparse._StoreTrueAction):
+                    action.default = raw.lower() in ("1", "true", "yes", "on")
+                else:
+                    action.default = action.type(raw) if callable(action.type) else raw
+                action.required = False
+            action.help = (action.help or "") + f" [env {var}]"
+        return action
+
+
+def _node_parser(sub: Any) -> None:
+    defaults = NodeConfig()
+    p = sub.add_parser("node", help="run a storage node", description="Run a storage node.")
+    p.add_argument("--id", default=defaults.node_id, help="node id")
+    p.add_argument("--data", type=Path, default=defaults.data_dir, help="data directory")
+    p.add_argument("--listen", default=defaults.listen, help="host:port for the gRPC API")
+    p.add_argument("--max-value-bytes", type=int, default=defaults.max_value_bytes)
+    p.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
+    p.add_argument("--shard-cache-size", type=int, default=defaults.shard_cache_size,
+                   help="at most this many shards open at once")
+    p.add_argument("--shard-idle-seconds", type=float, default=defaults.shard_idle_seconds,
+                   help="close a shard idle this long")
+    p.add_argument("--log-retain", type=int, default=defaults.log_retain,
+                   help="applied frames kept for Subscribe")
+    p.add_argument("--log-segment-bytes", type=int, default=defaults.log_segment_bytes)
+    p.add_argument("--request-retention", type=int, default=defaults.request_retention,
+                   help="indices for which a retried request_id is recognised")
+    p.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace)
+    p.add_argument("--ready-file", type=Path, default=None,
+                   help="write the bound address here once serving")
+    p.add_argument("--log-format", choices=("text", "json"), default=defaults.log_format)
+    p.add_argument("--log-level", default=defaults.log_level)
+    p.set_defaults(run=_run_node)
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    config = NodeConfig(
+        node_id=args.id,
+        data_dir=args.data,
+        listen=args.listen,
+        max_value_bytes=args.max_value_bytes,
+        max_request_bytes=args.max_request_bytes,
+        shard_cache_size=args.shard_cache_size,
+        shard_idle_seconds=args.shard_idle_seconds,
+        log_retain=args.log_retain,
+        log_segment_bytes=args.log_segment_bytes,
+        request_retention=args.request_retention,
+        shutdown_grace=args.shutdown_grace,
+        ready_file=args.ready_file,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    setup_logging(config.log_format, config.log_level, node_id=config.node_id)
+    from node.server import serve
+
+    asyncio.run(serve(config))
+    return 0
+
+
+def _client_parser(sub: Any, name: str, help_text: str, run: Callable[..., int]) -> Any:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="node address host:port")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    p.add_argument("--org", default="", help="organisation (empty = default)")
+    p.add_argument("-n", "--namespace", default="default", help="namespace")
+    p.set_defaults(run=run)
+    return p
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.endpoint, org=args.org, namespace=args.namespace, timeout=args.timeout)
+
+
+def _value_arg(value: str) -> bytes:
+    return sys.stdin.buffer.read() if value == "-" else value.encode()
+
+
+def _put(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.put(args.key, _value_arg(args.value), expected_version=args.expected_version)
+    print(f"OK index={r.index} version={r.version}")
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    consistency = SERIALIZABLE if args.serializable else LINEARIZABLE
+    with _client(args) as c:
+        entry = c.get(args.key, consistency=consistency)
+    if entry is None:
+        print(f"key {args.key!r} not found", file=sys.stderr)
+        return 1
+    if args.show_version:
+        print(f"version={entry.version}")
+    sys.stdout.buffer.write(entry.value + b"\n")
+    return 0
+
+
+def _del(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.delete(args.key, expected_version=args.expected_version)
+    print(f"OK index={r.index} deleted={'yes' if r.deleted else 'no (key did not exist)'}")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    consistency = SERIALIZABLE if args.serializable else LINEARIZABLE
+    with _client(args) as c:
+        for e in c.list(args.prefix, start_after=args.start_after, limit=args.limit,
+                        consistency=consistency):
+            if args.keys_only:
+                print(e.key)
+            else:
+                print(f"{e.key}\t{e.version}\t{e.value.decode(errors='backslashreplace')}")
+    return 0
+
+
+def _namespaces(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        for name in c.namespaces():
+            print(name)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        s = c.status()
+    fields = ("node_id", "replicator", "role", "leader", "term", "commit_index",
+              "applied_index", "first_index", "open_shards", "data_dir", "version")
+    for name in fields:
+        print(f"{name:14} {getattr(s, name)}")
+    print(f"{'members':14} {','.join(s.members)}")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    seen = 0
+    with _client(args) as c:
+        for index, frame in c.subscribe(args.from_index):
+            ops = []
+            for op in frame.ops:
+                if op.HasField("put"):
+                    ops.append({"put": op.put.key, "value": op.put.value.decode(
+                        errors="backslashreplace")})
+                else:
+                    ops.append({"delete": op.delete.key})
+            line = {"index": index, "org": frame.org, "namespace": frame.namespace, "ops": ops}
+            if frame.conditions:
+                line["conditions"] = [{"key": x.key, "version": x.version}
+                                      for x in frame.conditions]
+            print(json.dumps(line), flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _EnvDefaults(prog="shardlite", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_EnvDefaults)
+    _node_parser(sub)
+    p = _client_parser(sub, "put", "write a key", _put)
+    p.add_argument("key")
+    p.add_argument("value", help="the value; '-' reads it from stdin")
+    p.add_argument("--expected-version", type=int, default=None,
+                   help="compare-and-set: only if the key has this version (0 = absent)")
+    p = _client_parser(sub, "get", "read a key", _get)
+    p.add_argument("key")
+    p.add_argument("--serializable", action="store_true", help="read local state, no barrier")
+    p.add_argument("--show-version", action="store_true")
+    p = _client_parser(sub, "del", "delete a key", _del)
+    p.add_argument("key")
+    p.add_argument("--expected-version", type=int, default=None)
+    p = _client_parser(sub, "ls", "list keys by prefix", _ls)
+    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("--start-after", default="")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--keys-only", action="store_true")
+    p.add_argument("--serializable", action="store_true")
+    _client_parser(sub, "namespaces", "list an org's namespaces", _namespaces)
+    _client_parser(sub, "status", "show a node's status", _status)
+    p = _client_parser(sub, "watch", "stream committed frames as JSON lines", _watch)
+    p.add_argument("--from", dest="from_index", type=int, default=0,
+                   help="first index (0 = only new frames)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many (0 = never)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except ClientError as exc:
+        print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig()
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""A small typed Python client for a shardlite node (used by the CLI and tests).
+
+Every call has a deadline. Writes carry a request_id (client_id, seq), so a
+write retried after UNAVAILABLE is applied at most once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from proto import frame_pb2, kv_pb2, kv_pb2_grpc
+
+LINEARIZABLE = kv_pb2.LINEARIZABLE
+SERIALIZABLE = kv_pb2.SERIALIZABLE
+
+T = TypeVar("T")
+
+
+class ClientError(Exception):
+    """A call failed; `code` is the gRPC status, `details` the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        self.details = details
+        super().__init__(f"{code.name}: {details}")
+
+
+class ConditionFailedError(ClientError):
+    """A compare-and-set condition did not hold; nothing was written."""
+
+
+def _error(exc: grpc.RpcError) -> ClientError:
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return ConditionFailedError(code, details)
+    return ClientError(code, details)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    index: int
+    version: int = 0
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Delete:
+    key: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    key: str
+    version: int  # 0 = must not exist
+
+
+class Client:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        org: str = "",
+        namespace: str = "default",
+        timeout: float = 10.0,
+        client_id: str | None = None,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        self.endpoint = endpoint
+        self.org = org
+        self.namespace = namespace
+        self.timeout = timeout
+        self.client_id = client_id or uuid.uuid4().hex
+        self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
+        self._channel = grpc.insecure_channel(
+            endpoint,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = kv_pb2_grpc.KVStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request_id(self) -> frame_pb2.RequestId:
+        with self._seq_lock:
+            seq = next(self._seq)
+        return frame_pb2.RequestId(client_id=self.client_id, seq=seq)
+
+    def _where(self, org: str | None, namespace: str | None) -> dict[str, str]:
+        return {
+            "org": self.org if org is None else org,
+            "namespace": self.namespace if namespace is None else namespace,
+        }
+
+    def _call(self, method: Any, request: Any, *, retry: bool) -> Any:
+        """Call with the client's deadline; retry UNAVAILABLE (same request, so
+        the same request_id) with backoff until the deadline."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return method(request, timeout=max(remaining, 0.001))
+            except grpc.RpcError as exc:
+                error = _error(exc)
+                if not retry or error.code != grpc.StatusCode.UNAVAILABLE:
+                    raise error from None
+                if time.monotonic() + delay >= deadline:
+                    raise error from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # -- writes ---------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expected_version: int | None = None,
+        org: str | None = None,
+        namespace: str | None = None,
+    ) -> WriteResult:
+        request = kv_pb2.PutRequest(
+            key=key,
+            value=value,
+            expected_version=expected_version,
+            request_id=self._request_id(),
+            **self._where(org, namespace),
+        )
+        reply = self._call(self._stub.Put, request, retry=True)
+        return WriteResult(index=reply.index, version=reply.version)
+
+    def delete(
+        self,
+        key: str,
+        *,
+        expected_version: int | None = None,
+        org: str | None = None,
+        namespace: str | None = None,
+    ) -> WriteResult:
+        request = kv_pb2.DeleteRequest(
+            key=key,
+            expected_version=expected_version,
+            request_id=self._request_id(),
+            **self._where(org, namespace),
+        )
+        reply = self._call(self._stub.Delete, request, retry=True)
+        return WriteResult(index=reply.index, deleted=reply.deleted)
+
+    def batch(
+        self,
+        ops: Sequence[Put | Delete],
+        conditions: Sequence[Condition] = (),
+        *,
+        org: str | None = None,
+        namespace: str | None = None,
+    ) -> list[WriteResult]:
+        request = kv_pb2.BatchRequest(request_id=self._request_id(), **self._where(org, namespace))
+        for op in ops:
+            if isinstance(op, Put):
+                request.ops.add(put=frame_pb2.PutOp(key=op.key, value=op.value))
+            else:
+                request.ops.add(delete=frame_pb2.DeleteOp(key=op.key))
+        for condition in conditions:
+            request.conditions.add(key=condition.key, version=condition.version)
+        reply = self._call(self._stub.Batch, request, retry=True)
+        return [
+            WriteResult(index=reply.index, version=r.version, deleted=r.deleted)
+            for r in reply.results
+        ]
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(
+        self,
+        key: str,
+        *,
+        consistency: int = LINEARIZABLE,
+        org: str | None = None,
+        namespace: str | None = None,
+    ) -> Entry | None:
+        request = kv_pb2.GetRequest(
+            key=key, consistency=consistency, **self._where(org, namespace)
+        )
+        reply = self._call(self._stub.Get, request, retry=True)
+        return Entry(key, reply.value, reply.version) if reply.found else None
+
+    def list(
+        self,
+        prefix: str = "",
+        *,
+        start_after: str = "",
+        limit: int = 0,
+        consistency: int = LINEARIZABLE,
+        org: str | None = None,
+        namespace: str | None = None,
+    ) -> Iterator[Entry]:
+        request = kv_pb2.ListRequest(
+            prefix=prefix,
+            start_after=start_after,
+            limit=limit,
+            consistency=consistency,
+            **self._where(org, namespace),
+        )
+        try:
+            for chunk in self._stub.List(request, timeout=self.timeout):
+                for item in chunk.items:
+                    yield Entry(item.key, item.value, item.version)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def namespaces(self, org: str | None = None) -> list[str]:
+        request = kv_pb2.ListNamespacesRequest(org=self.org if org is None else org)
+        return list(self._call(self._stub.ListNamespaces, request, retry=True).namespaces)
+
+    def subscribe(
+        self, from_index: int = 0, *, timeout: float | None = None
+    ) -> Iterator[tuple[int, frame_pb2.Frame]]:
+        """Committed frames from `from_index` (0 = from now on), as they commit."""
+        try:
+            for reply in self._stub.Subscribe(
+                kv_pb2.SubscribeRequest(from_index=from_index), timeout=timeout
+            ):
+                yield reply.index, reply.frame
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def status(self) -> kv_pb2.StatusResponse:
+        reply: kv_pb2.StatusResponse = self._call(
+            self._stub.Status, kv_pb2.StatusRequest(), retry=True
+        )
+        return reply

@@ -1,0 +1,32 @@
+"""Node configuration: one dataclass, filled from flags or SHARDLITE_* variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str = "n1"
+    data_dir: Path = Path("./data/n1")
+    listen: str = "127.0.0.1:7001"
+    # Largest value a put may carry.
+    max_value_bytes: int = 1 << 20
+    # Largest request the gRPC server accepts (a Batch carries many values).
+    max_request_bytes: int = 16 << 20
+    # Open-shard cache: at most this many SQLite shards open at once ...
+    shard_cache_size: int = 1024
+    # ... and one idle this long is closed.
+    shard_idle_seconds: float = 300.0
+    # Frames kept in the log after they are applied, for Subscribe.
+    log_retain: int = 100_000
+    log_segment_bytes: int = 64 << 20
+    # Exactly-once: results of (client_id, seq) kept for this many indices.
+    request_retention: int = 100_000
+    # SIGTERM: how long in-flight requests get to finish.
+    shutdown_grace: float = 10.0
+    # Written with the bound address once the node serves (for scripts, tests).
+    ready_file: Path | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"

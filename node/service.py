@@ -1,0 +1,159 @@
+"""The KV service: validates requests, turns writes into Frames, serves reads.
+
+Handlers raise node.errors / replication Rejected; node/rpc.py turns those
+into gRPC statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from node import names
+from node.errors import ConditionFailed, InvalidArgument, OutOfRange, Unavailable
+from node.shard import scan
+from proto import frame_pb2, kv_pb2
+from replication.replicator import Compacted
+
+if TYPE_CHECKING:
+    from node.server import Node
+
+MAX_BATCH_OPS = 10_000
+
+
+class KVService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config
+
+    # -- writes -------------------------------------------------------------
+
+    async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
+        frame = self._frame(request.org, request.namespace, request.request_id)
+        key = names.check_key(request.key)
+        frame.ops.add(put=frame_pb2.PutOp(key=key, value=self._value(request.value)))
+        if request.HasField("expected_version"):
+            frame.conditions.add(key=key, version=names.check_version(request.expected_version))
+        result = await self._write(frame)
+        return kv_pb2.PutResponse(index=result.index, version=result.results[0].version)
+
+    async def Delete(self, request: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
+        frame = self._frame(request.org, request.namespace, request.request_id)
+        key = names.check_key(request.key)
+        frame.ops.add(delete=frame_pb2.DeleteOp(key=key))
+        if request.HasField("expected_version"):
+            frame.conditions.add(key=key, version=names.check_version(request.expected_version))
+        result = await self._write(frame)
+        return kv_pb2.DeleteResponse(index=result.index, deleted=result.results[0].deleted)
+
+    async def Batch(self, request: kv_pb2.BatchRequest, context: Any) -> kv_pb2.BatchResponse:
+        frame = self._frame(request.org, request.namespace, request.request_id)
+        if not request.ops:
+            raise InvalidArgument("batch has no ops: send at least one put or delete")
+        if len(request.ops) > MAX_BATCH_OPS:
+            raise InvalidArgument(
+                f"batch has {len(request.ops)} ops; the limit is {MAX_BATCH_OPS}"
+            )
+        for n, op in enumerate(request.ops):
+            if op.HasField("put"):
+                names.check_key(op.put.key)
+                self._value(op.put.value)
+            elif op.HasField("delete"):
+                names.check_key(op.delete.key)
+            else:
+                raise InvalidArgument(f"op {n} is neither a put nor a delete")
+        for condition in request.conditions:
+            names.check_key(condition.key)
+            names.check_version(condition.version)
+        frame.ops.extend(request.ops)
+        frame.conditions.extend(request.conditions)
+        result = await self._write(frame)
+        return kv_pb2.BatchResponse(index=result.index, results=result.results)
+
+    def _frame(
+        self, org: str, namespace: str, request_id: frame_pb2.RequestId
+    ) -> frame_pb2.Frame:
+        frame = frame_pb2.Frame(
+            org=names.check_org(org),
+            namespace=names.check_namespace(namespace),
+            trace_id=os.urandom(16),
+        )
+        if request_id.client_id:
+            if len(request_id.client_id) > 128:
+                raise InvalidArgument("request_id.client_id is longer than 128 characters")
+            frame.request_id.CopyFrom(request_id)
+        return frame
+
+    def _value(self, value: bytes) -> bytes:
+        return names.check_value(value, self.config.max_value_bytes)
+
+    async def _write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
+        result = await self.node.write(frame)
+        if result.condition_failed:
+            raise ConditionFailed(result.failed_key, result.failed_expected, result.failed_actual)
+        return result
+
+    # -- reads --------------------------------------------------------------
+
+    async def Get(self, request: kv_pb2.GetRequest, context: Any) -> kv_pb2.GetResponse:
+        org = names.check_org(request.org)
+        namespace = names.check_namespace(request.namespace)
+        key = names.check_key(request.key)
+        await self.node.wait_readable(request.consistency)
+        with self.node.store.use(org, namespace, create=False) as shard:
+            found = shard.get(key) if shard is not None else None
+        if found is None:
+            return kv_pb2.GetResponse(found=False)
+        return kv_pb2.GetResponse(found=True, value=found[0], version=found[1])
+
+    async def List(
+        self, request: kv_pb2.ListRequest, context: Any
+    ) -> AsyncIterator[kv_pb2.ListResponse]:
+        org = names.check_org(request.org)
+        namespace = names.check_namespace(request.namespace)
+        await self.node.wait_readable(request.consistency)
+        path = self.node.store.path(org, namespace)
+        if not path.exists():
+            return
+        for chunk in scan(path, request.prefix, request.start_after, request.limit):
+            yield kv_pb2.ListResponse(
+                items=[kv_pb2.KeyValue(key=k, value=v, version=ver) for k, v, ver in chunk]
+            )
+            await asyncio.sleep(0)  # let other requests run between chunks
+
+    async def ListNamespaces(
+        self, request: kv_pb2.ListNamespacesRequest, context: Any
+    ) -> kv_pb2.ListNamespacesResponse:
+        org = names.check_org(request.org)
+        return kv_pb2.ListNamespacesResponse(namespaces=self.node.store.list_namespaces(org))
+
+    async def Subscribe(
+        self, request: kv_pb2.SubscribeRequest, context: Any
+    ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
+        start = request.from_index or self.node.replicator.status().last_index + 1
+        try:
+            async for index, frame in self.node.replicator.subscribe(start):
+                yield kv_pb2.SubscribeResponse(index=index, frame=frame)
+        except Compacted as exc:
+            raise OutOfRange(str(exc)) from exc
+        if self.node.closing:
+            raise Unavailable("node is shutting down; resume from the next index elsewhere")
+
+    async def Status(self, request: kv_pb2.StatusRequest, context: Any) -> kv_pb2.StatusResponse:
+        status = self.node.replicator.status()
+        return kv_pb2.StatusResponse(
+            node_id=self.config.node_id,
+            replicator=status.kind,
+            role=status.role,
+            leader=status.leader,
+            applied_index=self.node.applier.applied_index,
+            open_shards=self.node.store.open_count,
+            data_dir=str(self.config.data_dir),
+            version=self.node.version,
+            term=status.term,
+            commit_index=status.commit_index,
+            first_index=status.first_index,
+            members=list(status.members),
+        )

@@ -1,0 +1,175 @@
+"""One SQLite shard: the key/value state of one (org, namespace).
+
+One writer connection, used only by the applier; one reader connection for
+point reads; List opens its own read-only connection so a long scan holds a
+consistent snapshot without blocking anyone. `applied_index` is stored in the
+same transaction as the rows it covers, so replaying frames after a crash
+skips exactly what this shard already has.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+from node.migrations import migrate
+from proto import frame_pb2
+
+LIST_CHUNK = 256
+
+
+def _connect(path: Path, busy_timeout_ms: int, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    return conn
+
+
+class Shard:
+    def __init__(self, path: Path, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._writer = _connect(path, busy_timeout_ms)
+        try:
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit is on disk before apply reports it (WAL fsync per txn).
+            self._writer.execute("PRAGMA synchronous = FULL")
+            migrate(self._writer)
+            self._reader = _connect(path, busy_timeout_ms)
+        except BaseException:
+            self._writer.close()
+            raise
+        self._reader.execute("PRAGMA query_only = 1")
+        row = self._writer.execute("SELECT value FROM meta WHERE name = 'applied_index'").fetchone()
+        # Invariant: applied_index is the index of the last frame whose effects are committed here.
+        self.applied_index: int = int(row[0])
+        self.pins = 0
+        self.last_used = time.monotonic()
+
+    # -- writing (the applier's thread only) -------------------------------
+
+    def apply(
+        self, frames: list[tuple[int, frame_pb2.Frame]], request_retention: int
+    ) -> list[frame_pb2.FrameResult | None]:
+        """Apply frames (ascending indices) in one transaction.
+
+        Returns one result per frame; None for a frame this shard already had."""
+        results: list[frame_pb2.FrameResult | None] = []
+        last = self.applied_index
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for index, frame in frames:
+                if index <= last:
+                    results.append(None)
+                    continue
+                results.append(self._apply_one(conn, index, frame))
+                last = index
+            if last != self.applied_index:
+                conn.execute("UPDATE meta SET value = ? WHERE name = 'applied_index'", (last,))
+                conn.execute("DELETE FROM requests WHERE idx < ?", (last - request_retention,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.applied_index = last
+        return results
+
+    @staticmethod
+    def _apply_one(
+        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame
+    ) -> frame_pb2.FrameResult:
+        request = frame.request_id if frame.HasField("request_id") else None
+        if request is not None and request.client_id:
+            row = conn.execute(
+                "SELECT result FROM requests WHERE client_id = ? AND seq = ?",
+                (request.client_id, request.seq),
+            ).fetchone()
+            if row is not None:
+                return frame_pb2.FrameResult.FromString(row[0])
+        result = frame_pb2.FrameResult(index=index)
+        for condition in frame.conditions:
+            row = conn.execute("SELECT version FROM kv WHERE key = ?", (condition.key,)).fetchone()
+            actual = int(row[0]) if row else 0
+            if actual != condition.version:
+                result.condition_failed = True
+                result.failed_key = condition.key
+                result.failed_expected = condition.version
+                result.failed_actual = actual
+                break
+        if not result.condition_failed:
+            for op in frame.ops:
+                if op.HasField("put"):
+                    conn.execute(
+                        "INSERT INTO kv (key, value, version) VALUES (?, ?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                        "version = excluded.version",
+                        (op.put.key, op.put.value, index),
+                    )
+                    result.results.add(version=index)
+                else:
+                    cursor = conn.execute("DELETE FROM kv WHERE key = ?", (op.delete.key,))
+                    result.results.add(deleted=cursor.rowcount > 0)
+        if request is not None and request.client_id:
+            conn.execute(
+                "INSERT OR REPLACE INTO requests (client_id, seq, idx, result) VALUES (?, ?, ?, ?)",
+                (request.client_id, request.seq, index, result.SerializeToString()),
+            )
+        return result
+
+    # -- reading (the event loop's thread) ---------------------------------
+
+    def get(self, key: str) -> tuple[bytes, int] | None:
+        row = self._reader.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
+        return (bytes(row[0]), int(row[1])) if row else None
+
+    def checkpoint(self) -> None:
+        self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        try:
+            self.checkpoint()
+        finally:
+            self._reader.close()
+            self._writer.close()
+
+
+def scan(
+    path: Path, prefix: str, start_after: str, limit: int, busy_timeout_ms: int = 5000
+) -> Iterator[list[tuple[str, bytes, int]]]:
+    """Keys with `prefix`, greater than `start_after`, in lexicographic (UTF-8
+    byte) order, in chunks, all from one snapshot; at most `limit` (0 = all)."""
+    conn = _connect(path, busy_timeout_ms, read_only=True)
+    try:
+        conn.execute("BEGIN")
+        # Keys sharing a prefix are contiguous in sorted order: start at the
+        # prefix (or after the resume point) and stop at the first key without it.
+        if start_after and start_after >= prefix:
+            cursor_key, inclusive = start_after, False
+        else:
+            cursor_key, inclusive = prefix, True
+        remaining = limit if limit > 0 else -1
+        while remaining != 0:
+            size = LIST_CHUNK if remaining < 0 else min(LIST_CHUNK, remaining)
+            op = ">=" if inclusive else ">"
+            rows = conn.execute(
+                f"SELECT key, value, version FROM kv WHERE key {op} ? ORDER BY key LIMIT ?",
+                (cursor_key, size),
+            ).fetchall()
+            chunk = [(k, bytes(v), int(ver)) for k, v, ver in rows if k.startswith(prefix)]
+            if chunk:
+                yield chunk
+            if len(chunk) < len(rows) or len(rows) < size:
+                break
+            cursor_key, inclusive = rows[-1][0], False
+            if remaining > 0:
+                remaining -= len(chunk)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

@@ -1,0 +1,134 @@
+"""The set of shards on one node: where their files live, and a bounded cache
+of open ones.
+
+`<data>/shards/<org>/<namespace>.db`, the default org "" under `_`. Names are
+validated before they get here (node/names.py), so a path never leaves the
+data directory. At most `max_open` shards are open; the least recently used
+idle one is closed to make room, and shards idle for `idle_seconds` are closed
+by `evict_idle`. A pinned shard (in use right now) is never closed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from node.names import org_dir
+from node.shard import Shard
+
+SHARD_SUFFIX = ".db"
+
+
+class ShardStore:
+    def __init__(
+        self,
+        data_dir: Path,
+        max_open: int = 1024,
+        idle_seconds: float = 300.0,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        if max_open < 1:
+            raise ValueError("max_open must be at least 1")
+        self.root = data_dir / "shards"
+        self.max_open = max_open
+        self.idle_seconds = idle_seconds
+        self.busy_timeout_ms = busy_timeout_ms
+        self._lock = threading.Lock()
+        # Least recently used first.
+        self._open: OrderedDict[tuple[str, str], Shard] = OrderedDict()
+
+    def path(self, org: str, namespace: str) -> Path:
+        return self.root / org_dir(org) / (namespace + SHARD_SUFFIX)
+
+    @property
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    @contextmanager
+    def use(self, org: str, namespace: str, *, create: bool) -> Iterator[Shard | None]:
+        """Pin the shard while the block runs; None if it does not exist and
+        `create` is false (a read of a namespace nobody wrote creates nothing)."""
+        shard = self._acquire(org, namespace, create)
+        try:
+            yield shard
+        finally:
+            if shard is not None:
+                with self._lock:
+                    shard.pins -= 1
+                    shard.last_used = time.monotonic()
+
+    def _acquire(self, org: str, namespace: str, create: bool) -> Shard | None:
+        name = (org, namespace)
+        with self._lock:
+            shard = self._open.get(name)
+            if shard is not None:
+                self._open.move_to_end(name)
+                shard.pins += 1
+                return shard
+            path = self.path(org, namespace)
+            exists = path.exists()
+            if not exists and not create:
+                return None
+            self._make_room()
+            if not exists:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            shard = Shard(path, self.busy_timeout_ms)
+            if not exists:
+                # Make the new file's directory entry durable too.
+                _fsync_dir(path.parent)
+                _fsync_dir(self.root)
+            shard.pins = 1
+            self._open[name] = shard
+            return shard
+
+    def _make_room(self) -> None:
+        """Close least recently used idle shards until one more fits. If every
+        open shard is pinned, the cap is exceeded until one is released."""
+        for name in list(self._open):
+            if len(self._open) < self.max_open:
+                return
+            shard = self._open[name]
+            if shard.pins == 0:
+                del self._open[name]
+                shard.close()
+
+    def evict_idle(self) -> int:
+        """Close shards idle for longer than idle_seconds; returns how many."""
+        cutoff = time.monotonic() - self.idle_seconds
+        closed = 0
+        with self._lock:
+            for name, shard in list(self._open.items()):
+                if shard.pins == 0 and shard.last_used < cutoff:
+                    del self._open[name]
+                    shard.close()
+                    closed += 1
+        return closed
+
+    def list_namespaces(self, org: str) -> list[str]:
+        directory = self.root / org_dir(org)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        return sorted(n[: -len(SHARD_SUFFIX)] for n in names if n.endswith(SHARD_SUFFIX))
+
+    def close_all(self) -> None:
+        with self._lock:
+            shards = list(self._open.values())
+            self._open.clear()
+        for shard in shards:
+            shard.close()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

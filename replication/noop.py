@@ -1,0 +1,171 @@
+"""The no-op replicator: one node, every frame accepted in arrival order.
+
+Still durable: each frame is appended to a FrameLog and fsynced before it is
+accepted. Proposals that arrive while an fsync runs are written together with
+the next one (group commit), so N concurrent writers share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from proto import frame_pb2
+from replication.frame_log import FrameLog, IndexOutOfRange
+from replication.replicator import (
+    Accepted,
+    Compacted,
+    Rejected,
+    RejectReason,
+    ReplicatorStatus,
+)
+
+
+class NoopReplicator:
+    kind = "noop"
+
+    def __init__(
+        self,
+        node_id: str,
+        log_dir: Path,
+        *,
+        segment_bytes: int = 64 << 20,
+        retain: int = 100_000,
+        max_frame_bytes: int = 16 << 20,
+        max_pending: int = 65_536,
+    ) -> None:
+        self.node_id = node_id
+        self.retain = retain
+        self.max_frame_bytes = max_frame_bytes
+        self.max_pending = max_pending
+        self._log = FrameLog(log_dir, segment_bytes)
+        # Invariant: _durable_index == _log.last_index once no append is running.
+        self._durable_index = self._log.last_index
+        self._first_index = self._log.first_index
+        self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
+        self._wakeup = asyncio.Event()
+        self._durable = asyncio.Condition()
+        self._closing = False
+        self._failed: BaseException | None = None
+        self._writer_task = asyncio.get_running_loop().create_task(
+            self._write_loop(), name="noop-log-writer"
+        )
+
+    # -- proposals --------------------------------------------------------
+
+    async def propose(self, frame: frame_pb2.Frame) -> Accepted:
+        if self._closing:
+            raise Rejected(RejectReason.SHUTTING_DOWN)
+        if self._failed is not None:
+            raise Rejected(RejectReason.STORAGE_FAILED, str(self._failed))
+        data = frame.SerializeToString()
+        if len(data) > self.max_frame_bytes:
+            raise Rejected(
+                RejectReason.TOO_LARGE,
+                f"frame is {len(data)} bytes; the limit is {self.max_frame_bytes}",
+            )
+        if len(self._pending) >= self.max_pending:
+            raise Rejected(RejectReason.QUEUE_FULL, f"{self.max_pending} proposals waiting")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((data, future))
+        self._wakeup.set()
+        return Accepted(await future)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._write_batch(batch)
+            if self._closing:
+                return
+
+    async def _write_batch(self, batch: list[tuple[bytes, asyncio.Future[int]]]) -> None:
+        if self._failed is not None:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(Rejected(RejectReason.STORAGE_FAILED, str(self._failed)))
+            return
+        first = self._durable_index + 1
+        try:
+            # Shielded: a cancelled proposer must not leave a half-written batch.
+            last = await asyncio.shield(
+                asyncio.to_thread(self._log.append, [data for data, _ in batch])
+            )
+        except Exception as exc:  # an fsync or write error: stop accepting anything
+            self._failed = exc
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(Rejected(RejectReason.STORAGE_FAILED, str(exc)))
+            return
+        assert last == first + len(batch) - 1
+        self._durable_index = last
+        for i, (_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(first + i)
+        async with self._durable:
+            self._durable.notify_all()
+
+    # -- the committed stream ----------------------------------------------
+
+    async def subscribe(self, from_index: int) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
+        if from_index < 1:
+            raise ValueError("from_index must be >= 1")
+        if from_index < self._first_index:
+            raise Compacted(from_index, self._first_index)
+        next_index = from_index
+        while True:
+            if next_index <= self._durable_index:
+                try:
+                    records = self._log.read(next_index)
+                except IndexOutOfRange as exc:
+                    raise Compacted(exc.index, exc.first_index) from exc
+                for index, data in records:
+                    if index > self._durable_index:
+                        break
+                    yield index, frame_pb2.Frame.FromString(data)
+                    next_index = index + 1
+                continue
+            if self._closing and not self._pending and self._writer_task.done():
+                return
+            async with self._durable:
+                await self._durable.wait_for(
+                    lambda: self._durable_index >= next_index or self._writer_task.done()
+                )
+
+    async def read_barrier(self) -> int:
+        if self._closing:
+            raise Rejected(RejectReason.SHUTTING_DOWN)
+        return self._durable_index
+
+    def status(self) -> ReplicatorStatus:
+        return ReplicatorStatus(
+            kind=self.kind,
+            role="leader",
+            term=0,
+            leader=self.node_id,
+            commit_index=self._durable_index,
+            first_index=self._first_index,
+            last_index=self._durable_index,
+            members=(self.node_id,),
+        )
+
+    def compact(self, applied_index: int) -> None:
+        keep_from = min(applied_index, self._durable_index) - self.retain + 1
+        if keep_from > self._first_index:
+            self._first_index = self._log.compact(keep_from)
+
+    async def close(self) -> None:
+        """Write what was already accepted for writing, then stop."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wakeup.set()
+        with contextlib.suppress(Exception):
+            await self._writer_task
+        async with self._durable:
+            self._durable.notify_all()
+        await asyncio.to_thread(self._log.close)
