@@ -158,9 +158,7 @@ class Applier:
         for (org, namespace), positions in groups.items():
             with self.store.use(org, namespace, create=True) as shard:
                 assert shard is not None
-                shard_results = shard.apply(
-                    [batch[p] for p in positions], self.request_retention
-                )
+                shard_results = shard.apply([batch[p] for p in positions], self.request_retention)
             for position, result in zip(positions, shard_results, strict=True):
                 results[position] = result
         return results

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from node.client import SERIALIZABLE, Client, ClientError, LINEARIZABLE
+from node.client import LINEARIZABLE, SERIALIZABLE, Client, ClientError
 from node.config import NodeConfig
 from node.logs import setup_logging
 
@@ -53,18 +53,35 @@ def _node_parser(sub: Any) -> None:
     p.add_argument("--listen", default=defaults.listen, help="host:port for the gRPC API")
     p.add_argument("--max-value-bytes", type=int, default=defaults.max_value_bytes)
     p.add_argument("--max-request-bytes", type=int, default=defaults.max_request_bytes)
-    p.add_argument("--shard-cache-size", type=int, default=defaults.shard_cache_size,
-                   help="at most this many shards open at once")
-    p.add_argument("--shard-idle-seconds", type=float, default=defaults.shard_idle_seconds,
-                   help="close a shard idle this long")
-    p.add_argument("--log-retain", type=int, default=defaults.log_retain,
-                   help="applied frames kept for Subscribe")
+    p.add_argument(
+        "--shard-cache-size",
+        type=int,
+        default=defaults.shard_cache_size,
+        help="at most this many shards open at once",
+    )
+    p.add_argument(
+        "--shard-idle-seconds",
+        type=float,
+        default=defaults.shard_idle_seconds,
+        help="close a shard idle this long",
+    )
+    p.add_argument(
+        "--log-retain",
+        type=int,
+        default=defaults.log_retain,
+        help="applied frames kept for Subscribe",
+    )
     p.add_argument("--log-segment-bytes", type=int, default=defaults.log_segment_bytes)
-    p.add_argument("--request-retention", type=int, default=defaults.request_retention,
-                   help="indices for which a retried request_id is recognised")
+    p.add_argument(
+        "--request-retention",
+        type=int,
+        default=defaults.request_retention,
+        help="indices for which a retried request_id is recognised",
+    )
     p.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace)
-    p.add_argument("--ready-file", type=Path, default=None,
-                   help="write the bound address here once serving")
+    p.add_argument(
+        "--ready-file", type=Path, default=None, help="write the bound address here once serving"
+    )
     p.add_argument("--log-format", choices=("text", "json"), default=defaults.log_format)
     p.add_argument("--log-level", default=defaults.log_level)
     p.set_defaults(run=_run_node)
@@ -142,8 +159,9 @@ def _del(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     consistency = SERIALIZABLE if args.serializable else LINEARIZABLE
     with _client(args) as c:
-        for e in c.list(args.prefix, start_after=args.start_after, limit=args.limit,
-                        consistency=consistency):
+        for e in c.list(
+            args.prefix, start_after=args.start_after, limit=args.limit, consistency=consistency
+        ):
             if args.keys_only:
                 print(e.key)
             else:
@@ -161,8 +179,19 @@ def _namespaces(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     with _client(args) as c:
         s = c.status()
-    fields = ("node_id", "replicator", "role", "leader", "term", "commit_index",
-              "applied_index", "first_index", "open_shards", "data_dir", "version")
+    fields = (
+        "node_id",
+        "replicator",
+        "role",
+        "leader",
+        "term",
+        "commit_index",
+        "applied_index",
+        "first_index",
+        "open_shards",
+        "data_dir",
+        "version",
+    )
     for name in fields:
         print(f"{name:14} {getattr(s, name)}")
     print(f"{'members':14} {','.join(s.members)}")
@@ -176,14 +205,16 @@ def _watch(args: argparse.Namespace) -> int:
             ops = []
             for op in frame.ops:
                 if op.HasField("put"):
-                    ops.append({"put": op.put.key, "value": op.put.value.decode(
-                        errors="backslashreplace")})
+                    ops.append(
+                        {"put": op.put.key, "value": op.put.value.decode(errors="backslashreplace")}
+                    )
                 else:
                     ops.append({"delete": op.delete.key})
             line = {"index": index, "org": frame.org, "namespace": frame.namespace, "ops": ops}
             if frame.conditions:
-                line["conditions"] = [{"key": x.key, "version": x.version}
-                                      for x in frame.conditions]
+                line["conditions"] = [
+                    {"key": x.key, "version": x.version} for x in frame.conditions
+                ]
             print(json.dumps(line), flush=True)
             seen += 1
             if args.count and seen >= args.count:
@@ -192,15 +223,20 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _EnvDefaults(prog="shardlite", description=__doc__,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _EnvDefaults(
+        prog="shardlite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_EnvDefaults)
     _node_parser(sub)
     p = _client_parser(sub, "put", "write a key", _put)
     p.add_argument("key")
     p.add_argument("value", help="the value; '-' reads it from stdin")
-    p.add_argument("--expected-version", type=int, default=None,
-                   help="compare-and-set: only if the key has this version (0 = absent)")
+    p.add_argument(
+        "--expected-version",
+        type=int,
+        default=None,
+        help="compare-and-set: only if the key has this version (0 = absent)",
+    )
     p = _client_parser(sub, "get", "read a key", _get)
     p.add_argument("key")
     p.add_argument("--serializable", action="store_true", help="read local state, no barrier")
@@ -217,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     _client_parser(sub, "namespaces", "list an org's namespaces", _namespaces)
     _client_parser(sub, "status", "show a node's status", _status)
     p = _client_parser(sub, "watch", "stream committed frames as JSON lines", _watch)
-    p.add_argument("--from", dest="from_index", type=int, default=0,
-                   help="first index (0 = only new frames)")
+    p.add_argument(
+        "--from", dest="from_index", type=int, default=0, help="first index (0 = only new frames)"
+    )
     p.add_argument("--count", type=int, default=0, help="stop after this many (0 = never)")
     return parser
 

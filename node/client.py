@@ -6,6 +6,7 @@ write retried after UNAVAILABLE is applied at most once.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import threading
 import time
@@ -117,11 +118,11 @@ class Client:
             seq = next(self._seq)
         return frame_pb2.RequestId(client_id=self.client_id, seq=seq)
 
-    def _where(self, org: str | None, namespace: str | None) -> dict[str, str]:
-        return {
-            "org": self.org if org is None else org,
-            "namespace": self.namespace if namespace is None else namespace,
-        }
+    def _where(self, org: str | None, namespace: str | None) -> tuple[str, str]:
+        return (
+            self.org if org is None else org,
+            self.namespace if namespace is None else namespace,
+        )
 
     def _call(self, method: Any, request: Any, *, retry: bool) -> Any:
         """Call with the client's deadline; retry UNAVAILABLE (same request, so
@@ -152,12 +153,14 @@ class Client:
         org: str | None = None,
         namespace: str | None = None,
     ) -> WriteResult:
+        where = self._where(org, namespace)
         request = kv_pb2.PutRequest(
             key=key,
             value=value,
             expected_version=expected_version,
             request_id=self._request_id(),
-            **self._where(org, namespace),
+            org=where[0],
+            namespace=where[1],
         )
         reply = self._call(self._stub.Put, request, retry=True)
         return WriteResult(index=reply.index, version=reply.version)
@@ -170,11 +173,13 @@ class Client:
         org: str | None = None,
         namespace: str | None = None,
     ) -> WriteResult:
+        where = self._where(org, namespace)
         request = kv_pb2.DeleteRequest(
             key=key,
             expected_version=expected_version,
             request_id=self._request_id(),
-            **self._where(org, namespace),
+            org=where[0],
+            namespace=where[1],
         )
         reply = self._call(self._stub.Delete, request, retry=True)
         return WriteResult(index=reply.index, deleted=reply.deleted)
@@ -186,8 +191,11 @@ class Client:
         *,
         org: str | None = None,
         namespace: str | None = None,
-    ) -> list[WriteResult]:
-        request = kv_pb2.BatchRequest(request_id=self._request_id(), **self._where(org, namespace))
+    ) -> builtins.list[WriteResult]:
+        where = self._where(org, namespace)
+        request = kv_pb2.BatchRequest(
+            request_id=self._request_id(), org=where[0], namespace=where[1]
+        )
         for op in ops:
             if isinstance(op, Put):
                 request.ops.add(put=frame_pb2.PutOp(key=op.key, value=op.value))
@@ -207,12 +215,13 @@ class Client:
         self,
         key: str,
         *,
-        consistency: int = LINEARIZABLE,
+        consistency: kv_pb2.Consistency.ValueType = LINEARIZABLE,
         org: str | None = None,
         namespace: str | None = None,
     ) -> Entry | None:
+        where = self._where(org, namespace)
         request = kv_pb2.GetRequest(
-            key=key, consistency=consistency, **self._where(org, namespace)
+            key=key, consistency=consistency, org=where[0], namespace=where[1]
         )
         reply = self._call(self._stub.Get, request, retry=True)
         return Entry(key, reply.value, reply.version) if reply.found else None
@@ -223,16 +232,18 @@ class Client:
         *,
         start_after: str = "",
         limit: int = 0,
-        consistency: int = LINEARIZABLE,
+        consistency: kv_pb2.Consistency.ValueType = LINEARIZABLE,
         org: str | None = None,
         namespace: str | None = None,
     ) -> Iterator[Entry]:
+        where = self._where(org, namespace)
         request = kv_pb2.ListRequest(
             prefix=prefix,
             start_after=start_after,
             limit=limit,
             consistency=consistency,
-            **self._where(org, namespace),
+            org=where[0],
+            namespace=where[1],
         )
         try:
             for chunk in self._stub.List(request, timeout=self.timeout):
@@ -241,7 +252,7 @@ class Client:
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
-    def namespaces(self, org: str | None = None) -> list[str]:
+    def namespaces(self, org: str | None = None) -> builtins.list[str]:
         request = kv_pb2.ListNamespacesRequest(org=self.org if org is None else org)
         return list(self._call(self._stub.ListNamespaces, request, retry=True).namespaces)
 

@@ -9,7 +9,7 @@ exceptions become statuses here and nowhere else.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -71,11 +71,11 @@ def _parse(message_type: type[Message], raw: bytes) -> Message | None:
 
 
 def generic_handler(
-    service: ServiceDescriptor, servicer: object, message_types: dict[str, type[Message]]
-) -> grpc.GenericRpcHandler:
+    service: ServiceDescriptor, servicer: object, message_types: Mapping[str, type[Message]]
+) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every method of `service`, implemented by the
     servicer's method of the same name."""
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_type = message_types[method.input_type.name]
         response_type = message_types[method.output_type.name]

@@ -11,6 +11,8 @@ import signal
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -57,10 +59,8 @@ class Node:
         self.version = _version()
         self.closing = False
         self._replicator_factory = replicator_factory
-        self.store = ShardStore(
-            config.data_dir, config.shard_cache_size, config.shard_idle_seconds
-        )
-        self.health = health.aio.HealthServicer()
+        self.store = ShardStore(config.data_dir, config.shard_cache_size, config.shard_idle_seconds)
+        self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._housekeeping: asyncio.Task[None] | None = None
@@ -186,13 +186,14 @@ class Node:
             await server_stopped
         await self.applier.close()
         await asyncio.to_thread(self.store.close_all)
-        log.info("node %s stopped at applied index %d", self.config.node_id,
-                 self.applier.applied_index)
+        log.info(
+            "node %s stopped at applied index %d", self.config.node_id, self.applier.applied_index
+        )
         self._stopped.set()
 
 
-def _message_types() -> dict[str, type[kv_pb2.PutRequest]]:
-    types: dict[str, type] = {}
+def _message_types() -> dict[str, type[Message]]:
+    types: dict[str, type[Message]] = {}
     for module in (kv_pb2, frame_pb2):
         for name in module.DESCRIPTOR.message_types_by_name:
             types[name] = getattr(module, name)

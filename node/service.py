@@ -53,9 +53,7 @@ class KVService:
         if not request.ops:
             raise InvalidArgument("batch has no ops: send at least one put or delete")
         if len(request.ops) > MAX_BATCH_OPS:
-            raise InvalidArgument(
-                f"batch has {len(request.ops)} ops; the limit is {MAX_BATCH_OPS}"
-            )
+            raise InvalidArgument(f"batch has {len(request.ops)} ops; the limit is {MAX_BATCH_OPS}")
         for n, op in enumerate(request.ops):
             if op.HasField("put"):
                 names.check_key(op.put.key)
@@ -72,9 +70,7 @@ class KVService:
         result = await self._write(frame)
         return kv_pb2.BatchResponse(index=result.index, results=result.results)
 
-    def _frame(
-        self, org: str, namespace: str, request_id: frame_pb2.RequestId
-    ) -> frame_pb2.Frame:
+    def _frame(self, org: str, namespace: str, request_id: frame_pb2.RequestId) -> frame_pb2.Frame:
         frame = frame_pb2.Frame(
             org=names.check_org(org),
             namespace=names.check_namespace(namespace),

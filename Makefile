@@ -1,0 +1,61 @@
+# shardlite — see README.md. Everything runs from a local virtualenv (.venv).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= ./data
+SEEDS  ?= 1000
+PYTEST_ARGS ?=
+
+.PHONY: run test lint fmt proto check-proto sim bench clean help
+
+help:
+	@echo "make run    - start a local node on $(DATA) (Ctrl-C stops it)"
+	@echo "make test   - install test tools, lint, run the whole suite"
+	@echo "make lint   - ruff, ruff format --check, mypy"
+	@echo "make proto  - regenerate proto/*_pb2*.py from proto/*.proto"
+	@echo "make sim SEEDS=N - run the Raft simulator over N seeds per cluster size"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall when the project's metadata changes.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	@mkdir -p $(DATA)
+	@echo "shardlite node n1 on 127.0.0.1:7001, data in $(DATA)/n1. Try, in another shell:"
+	@echo "  $(BIN)/shardlite put greeting hello"
+	@echo "  $(BIN)/shardlite get greeting"
+	@echo "  $(BIN)/shardlite status"
+	@echo "Ctrl-C stops it."
+	$(BIN)/shardlite node --id n1 --data $(DATA)/n1 --listen 127.0.0.1:7001
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(VENV)/.installed-test
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+proto: $(VENV)/.installed-test
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m scripts.gen_proto
+
+sim: $(VENV)/.installed-test
+	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS) --nodes 3
+	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS) --nodes 5
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
