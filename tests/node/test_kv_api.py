@@ -42,7 +42,8 @@ def test_overwrite_bumps_version_to_the_new_index(kv: Client) -> None:
     second = kv.put("k", b"2")
     assert second.version > first.version
     entry = kv.get("k")
-    assert entry is not None and (entry.value, entry.version) == (b"2", second.version)
+    assert entry is not None
+    assert (entry.value, entry.version) == (b"2", second.version)
 
 
 def test_get_missing_key_is_not_found_not_an_error(kv: Client) -> None:
@@ -53,14 +54,16 @@ def test_get_missing_key_is_not_found_not_an_error(kv: Client) -> None:
 def test_empty_value_is_a_value(kv: Client) -> None:
     kv.put("empty", b"")
     entry = kv.get("empty")
-    assert entry is not None and entry.value == b""
+    assert entry is not None
+    assert entry.value == b""
 
 
 def test_cas_succeeds_on_matching_version(kv: Client) -> None:
     created = kv.put("c", b"a", expected_version=0)
     updated = kv.put("c", b"b", expected_version=created.version)
     entry = kv.get("c")
-    assert entry is not None and (entry.value, entry.version) == (b"b", updated.version)
+    assert entry is not None
+    assert (entry.value, entry.version) == (b"b", updated.version)
 
 
 def test_cas_mismatch_is_failed_precondition_with_current_version(kv: Client) -> None:
@@ -72,7 +75,8 @@ def test_cas_mismatch_is_failed_precondition_with_current_version(kv: Client) ->
     with pytest.raises(ConditionFailedError, match="current version"):
         kv.put("c", b"b", expected_version=0)  # must-not-exist, but it does
     entry = kv.get("c")
-    assert entry is not None and (entry.value, entry.version) == (b"a", created.version)
+    assert entry is not None
+    assert (entry.value, entry.version) == (b"a", created.version)
 
 
 def test_cas_on_missing_key_reports_version_zero(kv: Client) -> None:
@@ -86,7 +90,8 @@ def test_delete_existing_and_missing(kv: Client) -> None:
     assert kv.delete("d").deleted is True
     assert kv.get("d") is None
     missing = kv.delete("d")
-    assert missing.deleted is False and missing.index > 0
+    assert missing.deleted is False
+    assert missing.index > 0
 
 
 def test_delete_with_expected_version(kv: Client) -> None:
@@ -105,7 +110,9 @@ def test_batch_applies_every_op_at_one_index(kv: Client) -> None:
     assert [r.version for r in results[:2]] == [index, index]
     assert results[2].deleted is True
     a, b = kv.get("a"), kv.get("b")
-    assert a is not None and b is not None and a.version == b.version == index
+    assert a is not None
+    assert b is not None
+    assert a.version == b.version == index
     assert kv.get("gone") is None
 
 
@@ -116,9 +123,11 @@ def test_batch_with_a_failed_condition_applies_nothing(kv: Client) -> None:
             [Put("x", b"1"), Delete("guard"), Put("y", b"2")],
             [Condition("guard", base.version), Condition("x", 7)],
         )
-    assert kv.get("x") is None and kv.get("y") is None
+    assert kv.get("x") is None
+    assert kv.get("y") is None
     guard = kv.get("guard")
-    assert guard is not None and guard.version == base.version
+    assert guard is not None
+    assert guard.version == base.version
 
 
 def test_batch_conditions_that_hold_apply_everything(kv: Client) -> None:
@@ -128,8 +137,10 @@ def test_batch_conditions_that_hold_apply_everything(kv: Client) -> None:
         [Condition("guard", base.version), Condition("new", 0)],
     )
     guard, new = kv.get("guard"), kv.get("new")
-    assert guard is not None and guard.value == b"v2"
-    assert new is not None and new.value == b"n"
+    assert guard is not None
+    assert guard.value == b"v2"
+    assert new is not None
+    assert new.value == b"n"
 
 
 def test_list_is_lexicographic_with_prefix_and_limit(kv: Client) -> None:
@@ -177,7 +188,9 @@ def test_orgs_are_isolated(shared_node: NodeProcess) -> None:
     assert two.get("k") is None
     two.put("k", b"two")
     e1, e2 = one.get("k"), two.get("k")
-    assert e1 is not None and e2 is not None and (e1.value, e2.value) == (b"one", b"two")
+    assert e1 is not None
+    assert e2 is not None
+    assert (e1.value, e2.value) == (b"one", b"two")
 
 
 def test_retry_with_same_request_id_applies_once(shared_node: NodeProcess) -> None:
@@ -220,7 +233,9 @@ def test_retried_delete_reports_the_original_result(shared_node: NodeProcess) ->
     request = kv_pb2.DeleteRequest(namespace="retries-del", key="k", request_id=rid)
     first = stub.Delete(request, timeout=10)
     again = stub.Delete(request, timeout=10)
-    assert first.deleted is True and again.deleted is True and again.index == first.index
+    assert first.deleted is True
+    assert again.deleted is True
+    assert again.index == first.index
 
 
 def test_subscribe_streams_committed_frames_and_resumes(shared_node: NodeProcess) -> None:
@@ -229,12 +244,15 @@ def test_subscribe_streams_committed_frames_and_resumes(shared_node: NodeProcess
     b = c.delete("a")
     stream = c.subscribe(a.index, timeout=10)
     index, frame = next(stream)
-    assert index == a.index and frame.namespace == "subs" and frame.ops[0].put.key == "a"
+    assert index == a.index
+    assert frame.namespace == "subs"
+    assert frame.ops[0].put.key == "a"
     frames = dict(itertools.islice(stream, b.index - a.index))
     assert frames[b.index].ops[0].delete.key == "a"
     # Resume from an index in the middle: same frame.
     index, frame = next(c.subscribe(b.index, timeout=10))
-    assert index == b.index and frame.ops[0].HasField("delete")
+    assert index == b.index
+    assert frame.ops[0].HasField("delete")
 
 
 def test_subscribe_delivers_live_frames(shared_node: NodeProcess) -> None:
@@ -270,7 +288,8 @@ def test_subscribe_from_zero_starts_after_what_is_committed(shared_node: NodePro
         reader.join(0.05)
         if not reader.is_alive():
             break
-    assert got and got[0] > before
+    assert got
+    assert got[0] > before
 
 
 def test_status_reports_the_node(shared_node: NodeProcess) -> None:
@@ -279,7 +298,8 @@ def test_status_reports_the_node(shared_node: NodeProcess) -> None:
     status = c.status()
     assert status.node_id == "n1"
     assert status.replicator == "noop"
-    assert status.role == "leader" and status.leader == "n1"
+    assert status.role == "leader"
+    assert status.leader == "n1"
     assert status.applied_index >= written.index
     assert status.open_shards >= 1
     assert status.data_dir.endswith("n1")
