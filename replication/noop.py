@@ -131,10 +131,13 @@ class NoopReplicator:
                 continue
             if self._closing and not self._pending and self._writer_task.done():
                 return
-            async with self._durable:
-                await self._durable.wait_for(
-                    lambda: self._durable_index >= next_index or self._writer_task.done()
-                )
+            await self._wait_durable(next_index)
+
+    async def _wait_durable(self, index: int) -> None:
+        async with self._durable:
+            await self._durable.wait_for(
+                lambda: self._durable_index >= index or self._writer_task.done()
+            )
 
     async def read_barrier(self) -> int:
         if self._closing:
