@@ -13,8 +13,14 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     """Start `shardlite node` processes; every one is killed when the test ends."""
     started: list[NodeProcess] = []
 
-    def start(*args: str, name: str = "n1", data_dir: Path | None = None) -> NodeProcess:
+    def start(
+        *args: str,
+        name: str = "n1",
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> NodeProcess:
         node = NodeProcess(
+            env=env,
             data_dir=data_dir or tmp_path / name,
             args=list(args),
             log_path=tmp_path / f"{name}.log",

@@ -47,6 +47,7 @@ class NodeProcess:
     args: list[str]
     log_path: Path
     node_id: str = "n1"
+    env: dict[str, str] | None = None
     process: subprocess.Popen[bytes] | None = None
     endpoint: str = ""
     _log: Any = field(default=None, repr=False)
@@ -63,7 +64,8 @@ class NodeProcess:
             "--ready-file", str(ready),
             *self.args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **(self.env or {})}
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         proc = self.process
 
         def started() -> bool:

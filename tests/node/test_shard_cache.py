@@ -51,7 +51,8 @@ def test_concurrent_writes_across_many_shards_with_a_small_cap(
 
 
 def test_idle_shards_are_closed(start_node: Callable[..., NodeProcess]) -> None:
-    node = start_node("--shard-idle-seconds", "0.5")
+    # Flags also come from SHARDLITE_* variables.
+    node = start_node(env={"SHARDLITE_SHARD_IDLE_SECONDS": "0.5"})
     c = node.client()
     for n in range(5):
         c.put("k", b"v", namespace=f"idle{n}")
