@@ -21,8 +21,9 @@ def test_generated_modules_are_up_to_date(tmp_path: Path) -> None:
     generated = sorted(p.name for p in (tmp_path / "proto").iterdir())
     assert generated, "protoc generated nothing"
     committed = sorted(
-        p.name for p in (ROOT / "proto").iterdir() if p.name.endswith(("_pb2.py", "_pb2.pyi",
-                                                                       "_grpc.py", "_grpc.pyi"))
+        p.name
+        for p in (ROOT / "proto").iterdir()
+        if p.name.endswith(("_pb2.py", "_pb2.pyi", "_grpc.py", "_grpc.pyi"))
     )
     assert generated == committed
     stale = [

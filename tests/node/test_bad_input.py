@@ -198,7 +198,7 @@ GARBAGE = {
 @pytest.mark.parametrize("raw", GARBAGE.values(), ids=GARBAGE.keys())
 def test_malformed_request_bytes(node: NodeProcess, method: str, raw: bytes) -> None:
     channel = grpc.insecure_channel(node.endpoint)
-    call = channel.unary_unary(f"/shardlite.v1.KV/{method}")
+    call = channel.unary_unary(f"/shardlite.v1.KV/{method}", None, None)
     _invalid(lambda: call(raw, timeout=10), "malformed request")
 
 
@@ -206,7 +206,7 @@ def test_malformed_request_bytes(node: NodeProcess, method: str, raw: bytes) -> 
 @pytest.mark.parametrize("method", ["Put", "Get", "Delete", "Batch", "ListNamespaces"])
 def test_invalid_utf8_in_a_string_field(node: NodeProcess, method: str) -> None:
     channel = grpc.insecure_channel(node.endpoint)
-    call = channel.unary_unary(f"/shardlite.v1.KV/{method}")
+    call = channel.unary_unary(f"/shardlite.v1.KV/{method}", None, None)
     # field 1 (org), length 2, bytes that are not UTF-8
     _invalid(lambda: call(b"\x0a\x02\xff\xfe", timeout=10), "malformed request")
 
@@ -215,8 +215,12 @@ def test_invalid_utf8_in_a_string_field(node: NodeProcess, method: str) -> None:
 def test_malformed_streaming_request(node: NodeProcess) -> None:
     channel = grpc.insecure_channel(node.endpoint)
     for method in ("List", "Subscribe"):
-        call = channel.unary_stream(f"/shardlite.v1.KV/{method}")
-        _invalid(lambda call=call: list(call(b"\xff\xff", timeout=10)), "malformed request")
+        call = channel.unary_stream(f"/shardlite.v1.KV/{method}", None, None)
+
+        def consume(call: grpc.UnaryStreamMultiCallable[bytes, bytes] = call) -> object:
+            return list(call(b"\xff\xff", timeout=10))
+
+        _invalid(consume, "malformed request")
 
 
 def test_subscribe_below_retained_is_out_of_range(
@@ -234,7 +238,9 @@ def test_subscribe_below_retained_is_out_of_range(
     stub = kv_pb2_grpc.KVStub(grpc.insecure_channel(node.endpoint))
     with pytest.raises(grpc.RpcError) as failure:
         next(iter(stub.Subscribe(kv_pb2.SubscribeRequest(from_index=1), timeout=10)))
-    assert failure.value.code() == grpc.StatusCode.OUT_OF_RANGE  # type: ignore[attr-defined]
-    assert f"oldest retained index is {first}" in failure.value.details()  # type: ignore[attr-defined]
+    error = failure.value
+    assert isinstance(error, grpc.Call)
+    assert error.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert f"oldest retained index is {first}" in (error.details() or "")
     index, _ = next(c.subscribe(first, timeout=10))
     assert index == first

@@ -77,8 +77,12 @@ def test_status_namespaces_and_watch(shared_node: NodeProcess) -> None:
     assert names.stdout == b"w\n"
     watched = shardlite(shared_node, "watch", "--from", str(index), "--count", "1")
     line = json.loads(watched.stdout)
-    assert line == {"index": index, "org": "cliorg", "namespace": "w",
-                    "ops": [{"put": "k", "value": "v"}]}
+    assert line == {
+        "index": index,
+        "org": "cliorg",
+        "namespace": "w",
+        "ops": [{"put": "k", "value": "v"}],
+    }
 
 
 def test_endpoint_from_the_environment(shared_node: NodeProcess) -> None:

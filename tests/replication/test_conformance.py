@@ -22,8 +22,9 @@ Factory = Callable[[Path], Awaitable[Replicator]]
 
 
 async def _noop(path: Path) -> Replicator:
-    return NoopReplicator("n1", path / "log", segment_bytes=4096, retain=10,
-                          max_frame_bytes=64 << 10)
+    return NoopReplicator(
+        "n1", path / "log", segment_bytes=4096, retain=10, max_frame_bytes=64 << 10
+    )
 
 
 FACTORIES: dict[str, Factory] = {"noop": _noop}
