@@ -239,7 +239,7 @@ class RaftCore:
             if nid not in members:
                 del self.prs[nid]
         last = self.log.last_index()
-        for nid in members:
+        for nid in sorted(members):
             pr = self.prs.get(nid)
             if pr is None:
                 pr = self._new_progress(max(last, 1))
@@ -399,7 +399,7 @@ class RaftCore:
         self.votes = {}
         last = self.log.last_index()
         self.prs = {}
-        for nid in self.conf.members():
+        for nid in sorted(self.conf.members()):
             pr = self._new_progress(last + 1)
             pr.is_learner = nid in self.conf.learners
             self.prs[nid] = pr

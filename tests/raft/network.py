@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from replication.raft import (
     NONE,
@@ -57,7 +58,7 @@ def new_core(
     election_tick: int = 10,
     heartbeat_tick: int = 1,
     seed: int = 0,
-    **kw: object,
+    **kw: Any,
 ) -> RaftCore:
     if storage is None:
         storage = new_storage(voters, learners)
@@ -67,7 +68,7 @@ def new_core(
         election_tick=election_tick,
         heartbeat_tick=heartbeat_tick,
         logger=NULL_LOGGER,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
     return RaftCore(cfg, random.Random(seed * 1000 + nid))
 
@@ -112,9 +113,9 @@ def msg(
     frm: int,
     to: int,
     term: int = 0,
-    **kw: object,
+    **kw: Any,
 ) -> Message:
-    return Message(t, to, frm, term, **kw)  # type: ignore[arg-type]
+    return Message(t, to, frm, term, **kw)
 
 
 class Network:
@@ -127,7 +128,7 @@ class Network:
         learners: Iterable[int] = (),
         seed: int = 0,
         cores: dict[int, RaftCore] | None = None,
-        **kw: object,
+        **kw: Any,
     ) -> None:
         ids = list(ids)
         learners = list(learners)
@@ -136,7 +137,7 @@ class Network:
             if cores and nid in cores:
                 core = cores[nid]
             else:
-                core = new_core(nid, ids, learners=learners, seed=seed, **kw)  # type: ignore[arg-type]
+                core = new_core(nid, ids, learners=learners, seed=seed, **kw)
             self.nodes[nid] = Node(core, storage_of(core))
         self.dropped: dict[tuple[int, int], float] = {}
         self.ignored: set[MessageType] = set()
