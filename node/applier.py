@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 MARKER_INTERVAL = 1.0
 
 
+def read_applied_marker(data_dir: Path) -> int:
+    """The applied index recorded by the last run (0 if none)."""
+    try:
+        return int((data_dir / "applied_index").read_text().strip() or 0)
+    except FileNotFoundError:
+        return 0
+
+
 class Applier:
     def __init__(
         self,
@@ -52,10 +60,7 @@ class Applier:
         self._task: asyncio.Task[None] | None = None
 
     def _read_marker(self) -> int:
-        try:
-            return int(self._marker.read_text().strip() or 0)
-        except FileNotFoundError:
-            return 0
+        return read_applied_marker(self._marker.parent)
 
     def _write_marker(self, index: int) -> None:
         # Only ever lags the shards (they commit with synchronous=FULL first),

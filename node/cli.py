@@ -23,6 +23,7 @@ from typing import Any
 from node.client import LINEARIZABLE, SERIALIZABLE, Client, ClientError
 from node.config import NodeConfig
 from node.logs import setup_logging
+from replication.raft.members import parse_peers
 
 DEFAULT_ENDPOINT = "127.0.0.1:7001"
 
@@ -84,6 +85,30 @@ def _node_parser(sub: Any) -> None:
     )
     p.add_argument("--log-format", choices=("text", "json"), default=defaults.log_format)
     p.add_argument("--log-level", default=defaults.log_level)
+    p.add_argument(
+        "--peers",
+        default="",
+        help="bootstrap a Raft cluster: every founding member as name=host:port,...",
+    )
+    p.add_argument(
+        "--advertise",
+        default="",
+        help="address peers and clients reach this node at (default: --listen)",
+    )
+    p.add_argument("--raft-tick-ms", type=int, default=defaults.raft_tick_ms)
+    p.add_argument(
+        "--election-ticks",
+        type=int,
+        default=defaults.election_ticks,
+        help="election timeout in ticks (randomized up to twice this)",
+    )
+    p.add_argument(
+        "--leader-wait",
+        type=float,
+        default=defaults.leader_wait,
+        help="seconds a request waits for a leader before UNAVAILABLE",
+    )
+    p.add_argument("--propose-timeout", type=float, default=defaults.propose_timeout)
     p.set_defaults(run=_run_node)
 
 
@@ -103,6 +128,12 @@ def _run_node(args: argparse.Namespace) -> int:
         ready_file=args.ready_file,
         log_format=args.log_format,
         log_level=args.log_level,
+        peers=parse_peers(args.peers),
+        advertise=args.advertise,
+        raft_tick_ms=args.raft_tick_ms,
+        election_ticks=args.election_ticks,
+        leader_wait=args.leader_wait,
+        propose_timeout=args.propose_timeout,
     )
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
     from node.server import serve

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -30,3 +30,18 @@ class NodeConfig:
     ready_file: Path | None = None
     log_format: str = "text"
     log_level: str = "INFO"
+    # Raft. With no peers the node runs alone on the no-op replicator.
+    # Static bootstrap: every founding member, this node included (name=host:port).
+    peers: dict[str, str] = field(default_factory=dict)
+    # The address peers and clients use to reach this node (default: --listen).
+    advertise: str = ""
+    raft_tick_ms: int = 100
+    election_ticks: int = 10
+    # A write waits this long for a leader (during an election) before UNAVAILABLE.
+    leader_wait: float = 5.0
+    # A proposal or a read index not done in this time fails (outcome unknown).
+    propose_timeout: float = 5.0
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.peers)

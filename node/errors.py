@@ -24,6 +24,10 @@ class ConditionFailed(NodeError):
         )
 
 
+class ConditionFailedRemote(NodeError):
+    """A forwarded write's condition failed on the leader (its message says how)."""
+
+
 class Unavailable(NodeError):
     """The node cannot serve this now (shutting down, no leader); retry later."""
 

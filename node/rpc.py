@@ -26,6 +26,7 @@ LEADER_METADATA_KEY = "shardlite-leader"
 _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ConditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ConditionFailedRemote, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),

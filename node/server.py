@@ -17,14 +17,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node import rpc
-from node.applier import Applier
+from node.applier import Applier, read_applied_marker
 from node.config import NodeConfig
-from node.errors import Unavailable
+from node.errors import ConditionFailedRemote, InvalidArgument, Unavailable
+from node.peer_service import PeerService
 from node.service import KVService
 from node.shards import ShardStore
-from proto import frame_pb2, kv_pb2
+from proto import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
 from replication.noop import NoopReplicator
-from replication.replicator import Replicator
+from replication.raft.replicator import RaftReplicator, RaftSettings
+from replication.replicator import Rejected, RejectReason, Replicator
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,23 @@ HOUSEKEEPING_INTERVAL = 1.0
 ReplicatorFactory = Callable[[NodeConfig], Replicator]
 
 
-def _noop_replicator(config: NodeConfig) -> Replicator:
+def _default_replicator(config: NodeConfig) -> Replicator:
+    """Raft when the node has peers; the no-op replicator when it is alone."""
+    if config.clustered:
+        return RaftReplicator(
+            RaftSettings(
+                name=config.node_id,
+                address=config.advertise or config.listen,
+                directory=config.data_dir / "raft",
+                peers=config.peers,
+                tick_interval=config.raft_tick_ms / 1000,
+                election_tick=config.election_ticks,
+                propose_timeout=config.propose_timeout,
+                read_timeout=config.propose_timeout,
+                max_frame_bytes=config.max_request_bytes,
+                applied=read_applied_marker(config.data_dir),
+            )
+        )
     return NoopReplicator(
         config.node_id,
         config.data_dir / "log",
@@ -53,7 +71,7 @@ def _version() -> str:
 
 class Node:
     def __init__(
-        self, config: NodeConfig, replicator_factory: ReplicatorFactory = _noop_replicator
+        self, config: NodeConfig, replicator_factory: ReplicatorFactory = _default_replicator
     ) -> None:
         self.config = config
         self.version = _version()
@@ -68,6 +86,8 @@ class Node:
         self._inflight_writes = 0
         self._writes_drained = asyncio.Event()
         self._writes_drained.set()
+        self._peer_channels: dict[str, grpc.aio.Channel] = {}
+        self.advertise = config.advertise or config.listen
 
     async def start(self) -> int:
         """Recover, replay, then serve. Returns the bound port."""
@@ -91,8 +111,16 @@ class Node:
             (rpc.generic_handler(KV_SERVICE, KVService(self), _message_types()),)
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.raft is not None:
+            raft_pb2_grpc.add_RaftServicer_to_server(PeerService(self), server)
         reflection.enable_server_reflection(
-            (KV_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (
+                KV_SERVICE.full_name,
+                raft_pb2.DESCRIPTOR.services_by_name["Raft"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            server,
         )
         self.port = server.add_insecure_port(config.listen)
         if self.port == 0:
@@ -120,8 +148,44 @@ class Node:
 
     # -- the write and read paths ------------------------------------------
 
+    @property
+    def raft(self) -> RaftReplicator | None:
+        replicator = getattr(self, "replicator", None)
+        return replicator if isinstance(replicator, RaftReplicator) else None
+
     async def write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
-        """Propose, wait until applied here, return what applying said."""
+        """Commit `frame` (here if this node leads, else through the leader), wait
+        until it is applied on this node, and return what applying said.
+
+        During an election the write waits up to leader_wait for a leader."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.leader_wait
+        while True:
+            try:
+                return await self.write_here(frame)
+            except Rejected as rejected:
+                if rejected.reason is not RejectReason.NOT_LEADER:
+                    raise
+                hint = rejected.leader_hint
+            if hint and hint != self.advertise:
+                result = await self._forward(hint, frame, deadline - loop.time())
+                if result is not None:
+                    # Answer only once this node has applied it too (read-your-writes).
+                    await asyncio.wait_for(
+                        self.applier.wait_applied(result.index),
+                        max(deadline - loop.time(), self.config.propose_timeout),
+                    )
+                    return result
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    f"no leader within {self.config.leader_wait}s (election in progress?); "
+                    "retry shortly",
+                    leader_hint=hint,
+                )
+            await self._leader_settles(deadline)
+
+    async def write_here(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
+        """Propose on this node's replicator (raises Rejected if it is not the leader)."""
         if self.closing:
             raise Unavailable("node is shutting down")
         waiter = self.applier.register(frame.trace_id)
@@ -136,11 +200,75 @@ class Node:
             if self._inflight_writes == 0:
                 self._writes_drained.set()
 
+    async def _forward(
+        self, address: str, frame: frame_pb2.Frame, budget: float
+    ) -> frame_pb2.FrameResult | None:
+        """Run the write on the leader at `address`. None: it certainly did not
+        happen there (look for the leader again); raises when the outcome is known
+        to be a failure or is unknown."""
+        stub = raft_pb2_grpc.RaftStub(self._peer_channel(address))
+        try:
+            reply = await stub.Forward(
+                raft_pb2.ForwardRequest(frame=frame), timeout=max(budget, 1.0)
+            )
+        except grpc.aio.AioRpcError as exc:
+            details = exc.details() or ""
+            code = exc.code()
+            if code == grpc.StatusCode.UNAVAILABLE and (
+                "not leader" in details or "connect" in details.lower()
+            ):
+                return None  # refused before proposing, or never reached
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ConditionFailedRemote(details) from None
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument(details) from None
+            raise Unavailable(
+                f"forwarding to the leader at {address} failed ({code.name}: {details}); "
+                "the write's outcome is unknown"
+            ) from None
+        result: frame_pb2.FrameResult = reply.result
+        return result
+
+    def _peer_channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._peer_channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._peer_channels[address] = channel
+        return channel
+
+    async def _leader_settles(self, deadline: float) -> None:
+        """Wait for the leader to change, at most until `deadline` and at most a
+        quarter second (then the caller looks again)."""
+        raft = self.raft
+        remaining = deadline - asyncio.get_running_loop().time()
+        if raft is None or remaining <= 0:
+            await asyncio.sleep(min(max(remaining, 0), 0.05))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(raft.driver.leader_changed.wait(), min(remaining, 0.25))
+
     async def wait_readable(self, consistency: int) -> None:
-        if consistency == kv_pb2.LINEARIZABLE:
+        """LINEARIZABLE: wait until this node applied everything committed before
+        the read began (ReadIndex, dissertation §6.4). SERIALIZABLE: no wait."""
+        if consistency != kv_pb2.LINEARIZABLE:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.leader_wait
+        while True:
             if self.closing:
                 raise Unavailable("node is shutting down")
-            await self.applier.wait_applied(await self.replicator.read_barrier())
+            try:
+                index = await self.replicator.read_barrier()
+                break
+            except Rejected as rejected:
+                if rejected.reason is not RejectReason.NOT_LEADER or loop.time() >= deadline:
+                    raise Unavailable(
+                        f"cannot confirm a linearizable read: {rejected}; retry, or read "
+                        "with SERIALIZABLE consistency",
+                        leader_hint=rejected.leader_hint,
+                    ) from None
+            await self._leader_settles(deadline)
+        await self.applier.wait_applied(index)
 
     # -- background ---------------------------------------------------------
 
@@ -186,6 +314,8 @@ class Node:
             await server_stopped
         await self.applier.close()
         await asyncio.to_thread(self.store.close_all)
+        for channel in self._peer_channels.values():
+            await channel.close(None)
         log.info(
             "node %s stopped at applied index %d", self.config.node_id, self.applier.applied_index
         )

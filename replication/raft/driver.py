@@ -1,0 +1,323 @@
+"""The Raft driver: the asyncio task that ticks the core, feeds it messages
+and proposals, persists each Ready, sends, and publishes what is committed.
+
+It is the only code that knows about time and I/O (etcd's raft.Node loop).
+The ordering rules of a Ready (messages.Ready) are followed to the letter:
+  1. rd.messages go out at once (a leader's appends, while its own fsync runs);
+  2. snapshot, entries and hard state are written, fsynced if must_sync;
+  3. only then rd.persisted_messages (vote grants, append acks) go out;
+  4. committed entries are published, read states answered, then advance().
+Proposals, reads and admin requests that arrive while an fsync runs are
+handled together in the next round: group commit for free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .core import Config, RaftCore
+from .errors import DropReason, ProposalDroppedError
+from .members import MemberBook
+from .messages import NONE, Entry, Message, Ready, Role
+from .transport import PeerTransport
+from .wal import DiskStorage
+
+log = logging.getLogger(__name__)
+
+MAX_READY_ROUNDS = 64
+
+
+@dataclass
+class _Pending:
+    term: int
+    future: asyncio.Future[int]
+
+
+class RaftDriver:
+    def __init__(
+        self,
+        node_id: int,
+        storage: DiskStorage,
+        members: MemberBook,
+        *,
+        tick_interval: float = 0.1,
+        election_tick: int = 10,
+        heartbeat_tick: int = 1,
+        applied: int = 0,
+        rng: random.Random | None = None,
+        on_install_snapshot: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.id = node_id
+        self.storage = storage
+        self.members = members
+        self.tick_interval = tick_interval
+        hs, _ = storage.initial_state()
+        applied = min(applied, hs.commit)
+        applied = max(applied, storage.snapshot().meta.index)
+        self.core = RaftCore(
+            Config(
+                id=node_id,
+                storage=storage,
+                election_tick=election_tick,
+                heartbeat_tick=heartbeat_tick,
+                applied=applied,
+                logger=logging.getLogger("shardlite.raft.core"),
+            ),
+            rng or random.Random(),
+        )
+        self.transport = PeerTransport(self.members.address, self._report_unreachable)
+        self.on_install_snapshot = on_install_snapshot
+        # Invariant: every entry up to commit_published is durable here and has
+        # been handed to subscribers, in order.
+        self.commit_published = applied
+        self.committed = asyncio.Condition()
+        self.leader_changed = asyncio.Event()
+        self.role = Role.FOLLOWER
+        self.leader = NONE
+        self._inbox: list[Message] = []
+        self._proposals: list[tuple[bytes, asyncio.Future[tuple[int, int]]]] = []
+        self._reads: list[asyncio.Future[int]] = []
+        self._calls: list[tuple[Callable[[RaftCore], Any], asyncio.Future[Any]]] = []
+        self._unreachable: set[int] = set()
+        self._pending: dict[int, _Pending] = {}
+        self._read_waiters: dict[bytes, list[asyncio.Future[int]]] = {}
+        self._read_ctx = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- inputs (any coroutine on the loop) -----------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="raft-driver")
+
+    def deliver(self, m: Message) -> None:
+        """A message from a peer (called by the transport's receiver)."""
+        if not self._closing:
+            self._inbox.append(m)
+            self._wake.set()
+
+    async def propose(self, data: bytes) -> tuple[int, int]:
+        """Append `data` as a log entry on the leader; (term, index) where it landed.
+        Raises ProposalDroppedError when this node cannot take it."""
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._proposals.append((data, future))
+        self._wake.set()
+        return await future
+
+    def wait_committed(self, term: int, index: int) -> asyncio.Future[int]:
+        """Resolves with `index` when the entry (term, index) commits; raises
+        ProposalDroppedError(NOT_LEADER) if another entry commits there instead."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if index <= self.commit_published:
+            try:
+                same = self.storage.term(index) == term
+            except Exception:
+                same = False
+            if same:
+                future.set_result(index)
+            else:
+                future.set_exception(ProposalDroppedError(DropReason.NOT_LEADER, self.leader))
+            return future
+        self._pending[index] = _Pending(term, future)
+        return future
+
+    async def read_index(self) -> int:
+        """A commit index that a linearizable read must wait for (dissertation §6.4)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads.append(future)
+        self._wake.set()
+        return await future
+
+    async def call(self, fn: Callable[[RaftCore], Any]) -> Any:
+        """Run `fn(core)` inside the loop (admin requests: conf change, transfer)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls.append((fn, future))
+        self._wake.set()
+        return await future
+
+    def _report_unreachable(self, nid: int) -> None:
+        self._unreachable.add(nid)
+        self._wake.set()
+
+    # -- the loop -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_interval
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while not self._closing:
+                if not self._wake.is_set():
+                    timer = loop.call_at(next_tick, self._wake.set)
+                    await self._wake.wait()
+                    timer.cancel()
+                self._wake.clear()
+                if loop.time() >= next_tick:
+                    # One tick per interval; after a long stall (a slow fsync)
+                    # do not fire a burst of ticks that would start elections.
+                    self.core.tick()
+                    next_tick = max(next_tick + self.tick_interval, loop.time())
+                self._feed()
+                self.transport.send(self.core.take_messages())
+                await self._handle_ready()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.critical("raft driver stopped", exc_info=True)
+            raise
+        finally:
+            self._fail_waiters(ProposalDroppedError(DropReason.NOT_LEADER, NONE))
+
+    def _feed(self) -> None:
+        core = self.core
+        inbox, self._inbox = self._inbox, []
+        for m in inbox:
+            try:
+                core.step(m)
+            except Exception:
+                log.exception("step failed for %s", m.type.name)
+        for nid in self._unreachable:
+            core.report_unreachable(nid)
+        self._unreachable.clear()
+        proposals, self._proposals = self._proposals, []
+        live = [(d, f) for d, f in proposals if not f.done()]
+        if live:
+            try:
+                proposed = core.propose([d for d, _ in live])
+            except ProposalDroppedError as exc:
+                for _, f in live:
+                    f.set_exception(exc)
+            else:
+                for i, (_, f) in enumerate(live):
+                    f.set_result((proposed.term, proposed.first_index + i))
+        waiting, self._reads = self._reads, []
+        reads = [r for r in waiting if not r.done()]
+        if reads:
+            # One ReadIndex round answers every read that arrived meanwhile.
+            ctx = next(self._read_ctx).to_bytes(8, "big")
+            try:
+                core.read_index(ctx)
+            except ProposalDroppedError as exc:
+                for r in reads:
+                    r.set_exception(exc)
+            else:
+                self._read_waiters[ctx] = reads
+        calls, self._calls = self._calls, []
+        for fn, f in calls:
+            if f.done():
+                continue
+            try:
+                f.set_result(fn(core))
+            except Exception as exc:
+                f.set_exception(exc)
+
+    async def _handle_ready(self) -> None:
+        core = self.core
+        for _ in range(MAX_READY_ROUNDS):
+            if not core.has_ready():
+                return
+            rd = core.ready()
+            await self._process(rd)
+            core.advance(rd)
+            self.transport.send(core.take_messages())
+        self._wake.set()  # more work; come back after others had a turn
+
+    async def _process(self, rd: Ready) -> None:
+        self.transport.send(rd.messages)
+        if rd.entries:
+            self.members.learn_from(rd.entries)
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            await asyncio.shield(
+                asyncio.to_thread(
+                    self.storage.save, rd.hard_state, rd.entries, rd.snapshot, rd.must_sync
+                )
+            )
+        self.transport.send(rd.persisted_messages)
+        if rd.snapshot is not None and self.on_install_snapshot is not None:
+            await self.on_install_snapshot(rd.snapshot)
+            self.commit_published = max(self.commit_published, rd.snapshot.meta.index)
+            async with self.committed:
+                self.committed.notify_all()
+        if rd.committed_entries:
+            self._publish(rd.committed_entries)
+            async with self.committed:
+                self.committed.notify_all()
+        for rs in rd.read_states:
+            for f in self._read_waiters.pop(rs.context, []):
+                if not f.done():
+                    f.set_result(rs.index)
+        if rd.soft_state is not None:
+            was_leader = self.role is Role.LEADER
+            self.role, self.leader = rd.soft_state.role, rd.soft_state.leader
+            self.leader_changed.set()
+            self.leader_changed = asyncio.Event()
+            if was_leader and self.role is not Role.LEADER:
+                # Reads waiting on our leadership can no longer be confirmed.
+                self._fail_reads(ProposalDroppedError(DropReason.NOT_LEADER, self.leader))
+
+    def _publish(self, entries: list[Entry]) -> None:
+        self.members.learn_from(entries)
+        for e in entries:
+            pending = self._pending.pop(e.index, None)
+            if pending is not None and not pending.future.done():
+                if pending.term == e.term:
+                    pending.future.set_result(e.index)
+                else:
+                    pending.future.set_exception(
+                        ProposalDroppedError(DropReason.NOT_LEADER, self.leader)
+                    )
+        self.commit_published = entries[-1].index
+
+    def _fail_reads(self, exc: Exception) -> None:
+        for futures in self._read_waiters.values():
+            for f in futures:
+                if not f.done():
+                    f.set_exception(exc)
+        self._read_waiters.clear()
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        self._fail_reads(exc)
+        for _, proposal in self._proposals:
+            if not proposal.done():
+                proposal.set_exception(exc)
+        self._proposals.clear()
+        for p in self._pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+        self._pending.clear()
+        for r in self._reads:
+            if not r.done():
+                r.set_exception(exc)
+        self._reads.clear()
+        for _, cf in self._calls:
+            if not cf.done():
+                cf.set_exception(exc)
+        self._calls.clear()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
+
+    async def close(self) -> None:
+        """Stop after the current round (never in the middle of a write)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self.transport.close()
+        async with self.committed:
+            self.committed.notify_all()
+        await asyncio.to_thread(self.storage.close)

@@ -1,0 +1,165 @@
+"""Raft messages between nodes over gRPC.
+
+One long-lived client stream per peer (`Raft.Send`), so a leader's appends are
+pipelined: the sender never waits for a reply, replies come back as messages
+on the peer's own stream to us. Messages queued while a peer is unreachable
+are dropped (Raft retransmits) and the core is told the peer is unreachable.
+Reconnects back off exponentially up to a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from proto import raft_pb2, raft_pb2_grpc
+
+from .codec import message_from_pb, message_to_pb
+from .messages import Message
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000
+MAX_BACKOFF = 1.0
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.max_receive_message_length", 256 << 20),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+
+
+class _Peer:
+    def __init__(
+        self,
+        nid: int,
+        resolve: Callable[[int], str | None],
+        on_unreachable: Callable[[int], None],
+    ) -> None:
+        self.nid = nid
+        self.resolve = resolve
+        self.on_unreachable = on_unreachable
+        self.pending: list[Message] = []
+        self.wake = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{nid}")
+        self.channel: grpc.aio.Channel | None = None
+        self.address: str | None = None
+
+    def enqueue(self, messages: list[Message]) -> None:
+        if len(self.pending) + len(messages) > MAX_QUEUED:
+            self.pending.clear()  # hopelessly behind: drop, Raft will retransmit
+            self.on_unreachable(self.nid)
+            return
+        self.pending.extend(messages)
+        self.wake.set()
+
+    async def _batches(self) -> AsyncIterator[raft_pb2.RaftBatch]:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.pending:
+                batch, self.pending = self.pending, []
+                yield raft_pb2.RaftBatch(messages=[message_to_pb(m) for m in batch])
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            address = self.resolve(self.nid)
+            if address is None:
+                self.pending.clear()
+                await asyncio.sleep(backoff)
+                continue
+            if address != self.address or self.channel is None:
+                if self.channel is not None:
+                    await self.channel.close(None)
+                self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+                self.address = address
+            stub = raft_pb2_grpc.RaftStub(self.channel)
+            try:
+                await stub.Send(self._batches())
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.CANCELLED:
+                    log.debug("stream to %s (%s) broke: %s", self.nid, address, exc.code().name)
+            self.pending.clear()
+            self.on_unreachable(self.nid)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            # A healthy stream resets the backoff on the next successful write.
+            if self.pending:
+                backoff = 0.05
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self.channel is not None:
+            await self.channel.close(None)
+
+
+class PeerTransport:
+    """Sends a node's outgoing Raft messages to its peers."""
+
+    def __init__(
+        self,
+        resolve: Callable[[int], str | None],
+        on_unreachable: Callable[[int], None],
+    ) -> None:
+        self.resolve = resolve
+        self.on_unreachable = on_unreachable
+        self._peers: dict[int, _Peer] = {}
+        # Fault injection for tests and chaos: peers we pretend not to reach.
+        self.blocked: set[int] = set()
+
+    def send(self, messages: list[Message]) -> None:
+        by_peer: dict[int, list[Message]] = {}
+        for m in messages:
+            if m.to in self.blocked:
+                continue
+            by_peer.setdefault(m.to, []).append(m)
+        for nid, batch in by_peer.items():
+            peer = self._peers.get(nid)
+            if peer is None:
+                peer = self._peers[nid] = _Peer(nid, self.resolve, self.on_unreachable)
+            peer.enqueue(batch)
+
+    async def forget(self, nid: int) -> None:
+        peer = self._peers.pop(nid, None)
+        if peer is not None:
+            await peer.close()
+
+    async def close(self) -> None:
+        for peer in list(self._peers.values()):
+            await peer.close()
+        self._peers.clear()
+
+
+class RaftServicer(raft_pb2_grpc.RaftServicer):
+    """Receives peers' message streams and hands every message to `deliver`."""
+
+    def __init__(self, deliver: Callable[[Message], None]) -> None:
+        self.deliver = deliver
+        self.blocked_from: set[int] = set()
+
+    async def Send(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.RaftBatch],
+        context: grpc.aio.ServicerContext[raft_pb2.RaftBatch, raft_pb2.SendAck],
+    ) -> raft_pb2.SendAck:
+        async for batch in request_iterator:
+            for pb in batch.messages:
+                m = message_from_pb(pb)
+                if m.frm not in self.blocked_from:
+                    self.deliver(m)
+        return raft_pb2.SendAck()
+
+    async def SendSnapshot(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
+        context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.SnapshotAck],
+    ) -> raft_pb2.SnapshotAck:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot transfer is not built yet")
+        raise AssertionError("unreachable")
