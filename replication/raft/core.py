@@ -285,7 +285,13 @@ class RaftCore:
             self.msgs.append(m)
 
     def _send_append(self, to: int) -> None:
-        self._maybe_send_append(to, send_if_empty=True)
+        """Send what ``to`` lacks: in REPLICATE as many appends as the in-flight
+        window allows (pipelining), otherwise one."""
+        if not self._maybe_send_append(to, send_if_empty=True):
+            return
+        for _ in range(self.max_inflight_msgs):
+            if not self._maybe_send_append(to, send_if_empty=False):
+                break
 
     def _maybe_send_append(self, to: int, send_if_empty: bool) -> bool:
         """Send the entries the follower lacks, if its progress is not paused (§5.3)."""
