@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: run test lint fmt proto check-proto sim bench clean help
 
 help:
-	@echo "make run    - start a local node on $(DATA) (Ctrl-C stops it)"
+	@echo "make run    - start a local 3-node cluster on 127.0.0.1:7001-7003, data in $(DATA) (Ctrl-C stops it)"
 	@echo "make test   - install test tools, lint, run the whole suite"
 	@echo "make lint   - ruff, ruff format --check, mypy"
 	@echo "make proto  - regenerate proto/*_pb2*.py from proto/*.proto"
@@ -30,13 +30,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	@mkdir -p $(DATA)
-	@echo "shardlite node n1 on 127.0.0.1:7001, data in $(DATA)/n1. Try, in another shell:"
-	@echo "  $(BIN)/shardlite put greeting hello"
-	@echo "  $(BIN)/shardlite get greeting"
-	@echo "  $(BIN)/shardlite status"
-	@echo "Ctrl-C stops it."
-	$(BIN)/shardlite node --id n1 --data $(DATA)/n1 --listen 127.0.0.1:7001
+	$(BIN)/python -m scripts.cluster --nodes 3 --data $(DATA) --base-port 7001
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -164,7 +164,7 @@ class Node:
             try:
                 return await self.write_here(frame)
             except Rejected as rejected:
-                if rejected.reason is not RejectReason.NOT_LEADER:
+                if rejected.reason is not RejectReason.NOT_LEADER or self.raft is None:
                     raise
                 hint = rejected.leader_hint
             if hint and hint != self.advertise:

@@ -17,7 +17,7 @@ from proto import kv_pb2, kv_pb2_grpc
 
 
 async def _worker(
-    stub: kv_pb2_grpc.KVStub,
+    stub: kv_pb2_grpc.KVAsyncStub,
     n: int,
     args: argparse.Namespace,
     deadline: float,

@@ -30,7 +30,7 @@ class RejectingReplicator:
 
     async def propose(self, frame: frame_pb2.Frame) -> Accepted:
         self.proposed += 1
-        raise Rejected(self.reason, "test replicator", leader_hint="10.0.0.9:7001")
+        raise Rejected(self.reason, "test replicator", leader_hint="127.0.0.1:1")
 
     async def subscribe(self, from_index: int) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
         await self._closed.wait()
@@ -108,6 +108,6 @@ def test_not_leader_carries_the_leader_hint(
     error = failure.value
     assert isinstance(error, grpc.Call)
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert "10.0.0.9:7001" in (error.details() or "")
+    assert "127.0.0.1:1" in (error.details() or "")
     trailers = dict(error.trailing_metadata() or ())
-    assert trailers[LEADER_METADATA_KEY] == "10.0.0.9:7001"
+    assert trailers[LEADER_METADATA_KEY] == "127.0.0.1:1"

@@ -1,0 +1,267 @@
+"""Start a local shardlite cluster of node processes on loopback.
+
+    python -m scripts.cluster --nodes 3 --data ./data --base-port 7001
+
+Prints the endpoints, then runs until Ctrl-C (or SIGTERM) and stops every node
+gracefully. Tests use the same classes (LocalNode, LocalCluster) to run real
+clusters, so users and tests start nodes the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from node.client import Client
+
+START_TIMEOUT = 30.0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel considers free right now (bound and released at once)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass
+class LocalNode:
+    """One `shardlite node` child process."""
+
+    data_dir: Path
+    args: list[str]
+    log_path: Path
+    node_id: str = "n1"
+    listen: str = "127.0.0.1:0"
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    endpoint: str = ""
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> LocalNode:
+        ready = self.data_dir.parent / f"{self.data_dir.name}.ready"
+        ready.unlink(missing_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop/kill
+        cmd = [
+            sys.executable, "-m", "node.cli", "node",
+            "--id", self.node_id,
+            "--data", str(self.data_dir),
+            "--listen", self.listen,
+            "--ready-file", str(ready),
+            *self.args,
+        ]  # fmt: skip
+        env = {**os.environ, **(self.env or {})}
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        proc = self.process
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"node exited with {proc.returncode}: {self.log_tail()}")
+            return ready.exists()
+
+        wait_until(started, START_TIMEOUT, f"node {self.node_id} to serve")
+        self.endpoint = ready.read_text().strip()
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(self.endpoint, **kwargs)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and wait for a graceful exit."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._close_log()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush or close anything."""
+        if self.running:
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._close_log()
+
+    def pause(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class LocalCluster:
+    """N nodes bootstrapped together with --peers, on loopback ports."""
+
+    def __init__(
+        self,
+        base: Path,
+        size: int = 3,
+        ports: list[int] | None = None,
+        args: tuple[str, ...] = (),
+        names: list[str] | None = None,
+    ) -> None:
+        self.base = base
+        names = names or [f"n{i + 1}" for i in range(size)]
+        ports = ports or free_ports(size)
+        self.addresses = {
+            name: f"127.0.0.1:{port}" for name, port in zip(names, ports, strict=True)
+        }
+        peers = ",".join(f"{n}={a}" for n, a in self.addresses.items())
+        self.nodes: dict[str, LocalNode] = {
+            name: LocalNode(
+                data_dir=base / name,
+                args=["--peers", peers, *args],
+                log_path=base / f"{name}.log",
+                node_id=name,
+                listen=address,
+            )
+            for name, address in self.addresses.items()
+        }
+
+    def start(self) -> LocalCluster:
+        for node in self.nodes.values():
+            node.start()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            if node.running:
+                with contextlib.suppress(Exception):
+                    node.terminate(timeout=15)
+            node.kill()
+
+    def kill_all(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
+
+    def client(self, name: str, **kwargs: Any) -> Client:
+        return Client(self.addresses[name], **kwargs)
+
+    def leader(self, timeout: float = 15.0, among: list[str] | None = None) -> str:
+        """The name of the node that is leader (as it says itself), once all the
+        live nodes asked agree on it."""
+        names = among or [n for n, node in self.nodes.items() if node.running]
+        found: list[str] = []
+
+        def agreed() -> bool:
+            seen = set()
+            for name in names:
+                try:
+                    with self.client(name, timeout=1) as c:
+                        status = c.status()
+                except Exception:
+                    return False
+                seen.add(status.leader)
+            if len(seen) == 1 and "" not in seen and seen <= set(names):
+                found[:] = list(seen)
+                return True
+            return False
+
+        wait_until(agreed, timeout, f"one leader among {names}")
+        return found[0]
+
+
+@contextlib.contextmanager
+def running_cluster(base: Path, size: int = 3, **kwargs: Any) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(base, size, **kwargs)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--data", type=Path, default=Path("./data"))
+    p.add_argument("--base-port", type=int, default=7001)
+    args = p.parse_args()
+    ports = [args.base_port + i for i in range(args.nodes)]
+    cluster = LocalCluster(args.data, args.nodes, ports=ports)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        cluster.start()
+        leader = cluster.leader()
+        print(f"shardlite cluster of {args.nodes} nodes, data under {args.data}/:")
+        for name, address in cluster.addresses.items():
+            mark = "  (leader)" if name == leader else ""
+            print(f"  {name}  {address}  log {cluster.nodes[name].log_path}{mark}")
+        first = next(iter(cluster.addresses.values()))
+        print("Try, in another shell:")
+        print(f"  .venv/bin/shardlite put greeting hello --endpoint {first}")
+        print(
+            f"  .venv/bin/shardlite get greeting --endpoint {list(cluster.addresses.values())[-1]}"
+        )
+        print("  .venv/bin/shardlite status")
+        print("Ctrl-C stops all nodes.", flush=True)
+        while not stop and all(n.running for n in cluster.nodes.values()):
+            time.sleep(0.2)
+        for name, node in cluster.nodes.items():
+            if not node.running and not stop:
+                print(f"node {name} exited; stopping the cluster:\n{node.log_tail(10)}")
+    finally:
+        cluster.stop()
+        print("cluster stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
