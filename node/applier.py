@@ -100,7 +100,7 @@ class Applier:
     async def _run(self) -> None:
         try:
             start = max(self.applied_index + 1, self.replicator.status().first_index)
-            queue: list[tuple[int, frame_pb2.Frame]] = []
+            queue: list[tuple[int, frame_pb2.Frame | None]] = []
             ready = asyncio.Event()
             pump = asyncio.get_running_loop().create_task(self._pump(start, queue, ready))
             try:
@@ -125,20 +125,22 @@ class Applier:
             self._fail(exc)
 
     async def _pump(
-        self, start: int, queue: list[tuple[int, frame_pb2.Frame]], ready: asyncio.Event
+        self, start: int, queue: list[tuple[int, frame_pb2.Frame | None]], ready: asyncio.Event
     ) -> None:
         try:
-            async for index, frame in self.replicator.subscribe(start):
+            async for index, frame in self.replicator.subscribe(start, marks=True):
                 queue.append((index, frame))
                 ready.set()
         finally:
             ready.set()
 
-    async def _apply_batch(self, batch: list[tuple[int, frame_pb2.Frame]]) -> None:
+    async def _apply_batch(self, marked: list[tuple[int, frame_pb2.Frame | None]]) -> None:
+        # Entries without a frame (Raft's own) only move the applied index.
+        batch = [(index, frame) for index, frame in marked if frame is not None]
         loop = asyncio.get_running_loop()
         # Shielded: a half-finished apply must still report its results.
         results = await asyncio.shield(loop.run_in_executor(self._executor, self._apply, batch))
-        self.applied_index = batch[-1][0]
+        self.applied_index = marked[-1][0]
         for (_, frame), result in zip(batch, results, strict=True):
             future = self._waiters.pop(frame.trace_id, None) if frame.trace_id else None
             if future is not None and not future.done():

@@ -87,6 +87,7 @@ class Node:
         self._writes_drained = asyncio.Event()
         self._writes_drained.set()
         self._peer_channels: dict[str, grpc.aio.Channel] = {}
+        self.peer_service: PeerService | None = None
         self.advertise = config.advertise or config.listen
 
     async def start(self) -> int:
@@ -112,7 +113,8 @@ class Node:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.raft is not None:
-            raft_pb2_grpc.add_RaftServicer_to_server(PeerService(self), server)
+            self.peer_service = PeerService(self)
+            raft_pb2_grpc.add_RaftServicer_to_server(self.peer_service, server)
         reflection.enable_server_reflection(
             (
                 KV_SERVICE.full_name,
@@ -307,6 +309,8 @@ class Node:
         # Writes already proposed finish; new ones are refused (closing is set).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._writes_drained.wait(), timeout=grace)
+        if self.peer_service is not None:
+            self.peer_service.close()
         # Closing the replicator ends every Subscribe stream and the applier's
         # own subscription once it has delivered everything durable.
         await self.replicator.close()

@@ -131,7 +131,8 @@ class KVService:
         start = request.from_index or self.node.replicator.status().last_index + 1
         try:
             async for index, frame in self.node.replicator.subscribe(start):
-                yield kv_pb2.SubscribeResponse(index=index, frame=frame)
+                if frame is not None:
+                    yield kv_pb2.SubscribeResponse(index=index, frame=frame)
         except Compacted as exc:
             raise OutOfRange(str(exc)) from exc
         if self.node.closing:

@@ -111,7 +111,10 @@ class NoopReplicator:
 
     # -- the committed stream ----------------------------------------------
 
-    async def subscribe(self, from_index: int) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
+    async def subscribe(
+        self, from_index: int, *, marks: bool = False
+    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
+        """Every index holds a frame here, so `marks` changes nothing."""
         if from_index < 1:
             raise ValueError("from_index must be >= 1")
         if from_index < self._first_index:

@@ -75,10 +75,15 @@ class Replicator(Protocol):
         Raises Rejected when it was not accepted."""
         ...
 
-    def subscribe(self, from_index: int) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
+    def subscribe(
+        self, from_index: int, *, marks: bool = False
+    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
         """Committed frames in index order from `from_index` (>= 1), then live ones.
 
-        Raises Compacted when `from_index` is older than the oldest retained."""
+        Indices may skip entries that carry no frame (Raft's own entries); with
+        `marks`, such an entry yields (index, None) instead, so an applier knows
+        it is past it. Raises Compacted when `from_index` is older than the
+        oldest retained."""
         ...
 
     async def read_barrier(self) -> int:

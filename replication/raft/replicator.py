@@ -138,7 +138,9 @@ class RaftReplicator:
 
     # -- the committed stream ---------------------------------------------------
 
-    async def subscribe(self, from_index: int) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
+    async def subscribe(
+        self, from_index: int, *, marks: bool = False
+    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
         if from_index < 1:
             raise ValueError("from_index must be >= 1")
         next_index = from_index
@@ -154,6 +156,8 @@ class RaftReplicator:
                 for e in entries:
                     if e.type is EntryType.NORMAL:
                         yield e.index, frame_pb2.Frame.FromString(e.data)
+                    elif marks:
+                        yield e.index, None  # a leader's empty entry, a conf change
                     next_index = e.index + 1
                 continue
             if self._closing:

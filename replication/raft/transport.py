@@ -143,17 +143,33 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
     def __init__(self, deliver: Callable[[Message], None]) -> None:
         self.deliver = deliver
         self.blocked_from: set[int] = set()
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """End every incoming stream now (peers reconnect to someone alive)."""
+        self._closing.set()
+
+    async def _receive(self, request_iterator: AsyncIterator[raft_pb2.RaftBatch]) -> None:
+        async for batch in request_iterator:
+            for pb in batch.messages:
+                m = message_from_pb(pb)
+                if m.frm not in self.blocked_from:
+                    self.deliver(m)
 
     async def Send(
         self,
         request_iterator: AsyncIterator[raft_pb2.RaftBatch],
         context: grpc.aio.ServicerContext[raft_pb2.RaftBatch, raft_pb2.SendAck],
     ) -> raft_pb2.SendAck:
-        async for batch in request_iterator:
-            for pb in batch.messages:
-                m = message_from_pb(pb)
-                if m.frm not in self.blocked_from:
-                    self.deliver(m)
+        receiving = asyncio.ensure_future(self._receive(request_iterator))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({receiving, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receiving, closing):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving
         return raft_pb2.SendAck()
 
     async def SendSnapshot(

@@ -32,7 +32,9 @@ class RejectingReplicator:
         self.proposed += 1
         raise Rejected(self.reason, "test replicator", leader_hint="127.0.0.1:1")
 
-    async def subscribe(self, from_index: int) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
+    async def subscribe(
+        self, from_index: int, *, marks: bool = False
+    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
         await self._closed.wait()
         return
         yield  # an async generator that never yields
