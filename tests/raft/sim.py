@@ -35,6 +35,7 @@ one-line command that replays it (``--seed S --nodes N -v``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 import random
@@ -89,6 +90,26 @@ class SimOptions:
     compact: float = 0.05  # per node per round
     max_inflight_msgs: int = 4
     max_size_per_msg: int = 200
+    # Draw the fault rates and flow-control limits above from the seed, so that
+    # seeds range from calm to stormy and from one entry per append to many.
+    randomize: bool = True
+
+    def randomized(self, rng: random.Random) -> SimOptions:
+        return dataclasses.replace(
+            self,
+            drop=rng.choice([0.0, 0.02, 0.05, 0.1, 0.2]),
+            dup=rng.choice([0.0, 0.02, 0.05, 0.1]),
+            delay=rng.choice([0.0, 0.1, 0.2, 0.4]),
+            crash=rng.choice([0.0, 0.01, 0.02, 0.05]),
+            restart=rng.choice([0.05, 0.1, 0.3]),
+            partition=rng.choice([0.0, 0.02, 0.05, 0.1]),
+            heal=rng.choice([0.05, 0.1, 0.2]),
+            propose=rng.choice([0.2, 0.4, 0.8]),
+            conf_change=rng.choice([0.0, 0.03, 0.08]),
+            compact=rng.choice([0.0, 0.05, 0.2]),
+            max_inflight_msgs=rng.choice([1, 2, 4, 256]),
+            max_size_per_msg=rng.choice([1, 64, 256, 1 << 16]),
+        )
 
 
 class SimFailure(AssertionError):
@@ -152,8 +173,10 @@ class Sim:
     verbose: bool = False
 
     def __post_init__(self) -> None:
-        o = self.opts
         self.rng = random.Random(self.seed)
+        if self.opts.randomize:
+            self.opts = self.opts.randomized(self.rng)
+        o = self.opts
         self.voters0 = list(range(1, o.nodes + 1))
         self.nodes: dict[int, SimNode] = {}
         self.spares = list(range(o.nodes + 1, o.nodes + o.spares + 1))
@@ -221,7 +244,7 @@ class Sim:
         return SimFailure(
             f"seed {self.seed} nodes {self.opts.nodes} round {self.round}: {why}\n"
             f"nodes:\n  {state}\nlast events:\n  {lines}\n"
-            f"replay: {replay_command(self.seed, self.opts.nodes)}"
+            f"replay: {replay_command(self.seed, self.opts.nodes, self.opts.randomize)}"
         )
 
     # ------------------------------------------------------------------
@@ -552,7 +575,9 @@ class Sim:
                 return
             self.stats.events += 1
             if deliverable and (not ready_nodes or rng.random() < 0.6):
-                f = self.net.pop(rng.choice(deliverable))
+                # Faults reorder messages; a healed network is FIFO (one ordered
+                # stream per peer, as the gRPC transport provides).
+                f = self.net.pop(deliverable[0] if self.healed else rng.choice(deliverable))
                 self._deliver(f)
             else:
                 nd = rng.choice(ready_nodes)
@@ -617,7 +642,7 @@ class Sim:
             if pending is None and lead is not None:
                 pending = self._propose(lead, "live")
             self._tick()
-            self._events(10 * o.events_per_round)
+            self._events(20_000)  # a healed network is fast compared to a tick
         raise self.fail(
             f"liveness: {'not all members applied' if done else 'no proposal committed'} "
             f"within {o.heal_rounds} ticks of healing"
@@ -644,12 +669,13 @@ class Sim:
                     raise self.fail(f"{nd.nid}: final log differs at {e.index}")
 
 
-def replay_command(seed: int, nodes: int) -> str:
-    return f"python -m tests.raft.sim --seed {seed} --nodes {nodes} -v"
+def replay_command(seed: int, nodes: int, randomize: bool = True) -> str:
+    fixed = "" if randomize else " --fixed"
+    return f"python -m tests.raft.sim --seed {seed} --nodes {nodes}{fixed} -v"
 
 
-def run_seed(seed: int, nodes: int, verbose: bool = False) -> SimStats:
-    return Sim(seed, SimOptions(nodes=nodes), verbose=verbose).run()
+def run_seed(seed: int, nodes: int, verbose: bool = False, randomize: bool = True) -> SimStats:
+    return Sim(seed, SimOptions(nodes=nodes, randomize=randomize), verbose=verbose).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -661,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="run only this seed (replay)")
     ap.add_argument("--nodes", default="3,5", help="cluster sizes, comma-separated")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every event")
+    ap.add_argument(
+        "--fixed", action="store_true", help="default fault rates instead of per-seed ones"
+    )
     ap.add_argument("--keep-going", action="store_true", help="do not stop at the first failure")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in str(args.nodes).split(",")]
@@ -672,17 +701,17 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             runs += 1
             try:
-                st = run_seed(seed, n, args.verbose)
+                st = run_seed(seed, n, args.verbose, not args.fixed)
             except SimFailure as e:
                 failures += 1
                 print(str(e), file=sys.stderr)
-                print(f"FAILED: {replay_command(seed, n)}")
+                print(f"FAILED: {replay_command(seed, n, not args.fixed)}")
                 if not args.keep_going:
                     return 1
             except Exception as e:
                 failures += 1
                 print(f"seed {seed} nodes {n} crashed: {e!r}", file=sys.stderr)
-                print(f"FAILED: {replay_command(seed, n)}")
+                print(f"FAILED: {replay_command(seed, n, not args.fixed)}")
                 if not args.keep_going:
                     raise
             else:
