@@ -15,6 +15,7 @@ import heapq
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class Applier:
         self._failed: BaseException | None = None
         self._marker_written = self.applied_index
         self._task: asyncio.Task[None] | None = None
+        # Held while a batch is applied, so a snapshot install never overlaps one.
+        self._applying = asyncio.Lock()
 
     def _read_marker(self) -> int:
         return read_applied_marker(self._marker.parent)
@@ -135,6 +138,13 @@ class Applier:
             ready.set()
 
     async def _apply_batch(self, marked: list[tuple[int, frame_pb2.Frame | None]]) -> None:
+        async with self._applying:
+            await self._apply_locked(marked)
+
+    async def _apply_locked(self, marked: list[tuple[int, frame_pb2.Frame | None]]) -> None:
+        marked = [(index, frame) for index, frame in marked if index > self.applied_index]
+        if not marked:
+            return
         # Entries without a frame (Raft's own) only move the applied index.
         batch = [(index, frame) for index, frame in marked if frame is not None]
         loop = asyncio.get_running_loop()
@@ -148,10 +158,7 @@ class Applier:
                     future.set_exception(StorageError("frame was already applied before restart"))
                 else:
                     future.set_result(result)
-        while self._index_waiters and self._index_waiters[0][0] <= self.applied_index:
-            _, _, waiter = heapq.heappop(self._index_waiters)
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_index_waiters()
 
     def _apply(
         self, batch: list[tuple[int, frame_pb2.Frame]]
@@ -169,6 +176,26 @@ class Applier:
             for position, result in zip(positions, shard_results, strict=True):
                 results[position] = result
         return results
+
+    async def restart_at(self, index: int, replace_state: Callable[[], Awaitable[None]]) -> None:
+        """Stop applying, let `replace_state` swap the shards for a snapshot at
+        `index`, then go on applying from index + 1."""
+        async with self._applying:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            await replace_state()
+            self.applied_index = index
+            await asyncio.to_thread(self._write_marker, index)
+            self._wake_index_waiters()
+        self.start()
+
+    def _wake_index_waiters(self) -> None:
+        while self._index_waiters and self._index_waiters[0][0] <= self.applied_index:
+            _, _, waiter = heapq.heappop(self._index_waiters)
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc

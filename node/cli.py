@@ -109,6 +109,18 @@ def _node_parser(sub: Any) -> None:
         help="seconds a request waits for a leader before UNAVAILABLE",
     )
     p.add_argument("--propose-timeout", type=float, default=defaults.propose_timeout)
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=defaults.snapshot_entries,
+        help="take a snapshot after this many applied entries",
+    )
+    p.add_argument(
+        "--snapshot-catchup-entries",
+        type=int,
+        default=defaults.snapshot_catchup_entries,
+        help="entries kept before a snapshot for slow followers",
+    )
     p.set_defaults(run=_run_node)
 
 
@@ -134,6 +146,8 @@ def _run_node(args: argparse.Namespace) -> int:
         election_ticks=args.election_ticks,
         leader_wait=args.leader_wait,
         propose_timeout=args.propose_timeout,
+        snapshot_entries=args.snapshot_entries,
+        snapshot_catchup_entries=args.snapshot_catchup_entries,
     )
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
     from node.server import serve

@@ -41,6 +41,9 @@ class NodeConfig:
     leader_wait: float = 5.0
     # A proposal or a read index not done in this time fails (outcome unknown).
     propose_timeout: float = 5.0
+    # Raft §7: snapshot after this many applied entries; keep this many before it.
+    snapshot_entries: int = 10_000
+    snapshot_catchup_entries: int = 5_000
 
     @property
     def clustered(self) -> bool:

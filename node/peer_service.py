@@ -17,7 +17,11 @@ class PeerService(RaftServicer):
     def __init__(self, node: Node) -> None:
         replicator = node.raft
         assert replicator is not None
-        super().__init__(replicator.driver.deliver)
+        super().__init__(
+            replicator.driver.deliver,
+            incoming=replicator.incoming_dir,
+            on_snapshot=replicator.receive_snapshot,
+        )
         self.node = node
 
     async def Forward(

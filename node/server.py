@@ -23,9 +23,11 @@ from node.errors import ConditionFailedRemote, InvalidArgument, Unavailable
 from node.peer_service import PeerService
 from node.service import KVService
 from node.shards import ShardStore
+from node.snapshots import ShardSnapshots
 from proto import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
 from replication.noop import NoopReplicator
 from replication.raft.replicator import RaftReplicator, RaftSettings
+from replication.raft.snapshots import StateMachine
 from replication.replicator import Rejected, RejectReason, Replicator
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ HOUSEKEEPING_INTERVAL = 1.0
 ReplicatorFactory = Callable[[NodeConfig], Replicator]
 
 
-def _default_replicator(config: NodeConfig) -> Replicator:
+def _default_replicator(config: NodeConfig, state_machine: StateMachine) -> Replicator:
     """Raft when the node has peers; the no-op replicator when it is alone."""
     if config.clustered:
         return RaftReplicator(
@@ -51,7 +53,10 @@ def _default_replicator(config: NodeConfig) -> Replicator:
                 read_timeout=config.propose_timeout,
                 max_frame_bytes=config.max_request_bytes,
                 applied=read_applied_marker(config.data_dir),
-            )
+                snapshot_entries=config.snapshot_entries,
+                catchup_entries=config.snapshot_catchup_entries,
+            ),
+            state_machine,
         )
     return NoopReplicator(
         config.node_id,
@@ -71,7 +76,7 @@ def _version() -> str:
 
 class Node:
     def __init__(
-        self, config: NodeConfig, replicator_factory: ReplicatorFactory = _default_replicator
+        self, config: NodeConfig, replicator_factory: ReplicatorFactory | None = None
     ) -> None:
         self.config = config
         self.version = _version()
@@ -94,7 +99,10 @@ class Node:
         """Recover, replay, then serve. Returns the bound port."""
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.replicator = self._replicator_factory(config)
+        if self._replicator_factory is None:
+            self.replicator = _default_replicator(config, ShardSnapshots(self))
+        else:
+            self.replicator = self._replicator_factory(config)
         self.applier = Applier(
             self.store, self.replicator, config.data_dir, config.request_retention
         )

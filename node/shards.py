@@ -11,8 +11,11 @@ by `evict_idle`. A pinned shard (in use right now) is never closed.
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +44,7 @@ class ShardStore:
         self._lock = threading.Lock()
         # Least recently used first.
         self._open: OrderedDict[tuple[str, str], Shard] = OrderedDict()
+        self._finish_interrupted_swap()
 
     def path(self, org: str, namespace: str) -> Path:
         return self.root / org_dir(org) / (namespace + SHARD_SUFFIX)
@@ -117,6 +121,56 @@ class ShardStore:
         except FileNotFoundError:
             return []
         return sorted(n[: -len(SHARD_SUFFIX)] for n in names if n.endswith(SHARD_SUFFIX))
+
+    # -- snapshots --------------------------------------------------------
+
+    def copy_to(self, target: Path) -> int:
+        """A copy of every shard (SQLite's online backup: each file consistent,
+        writers not blocked) under `target`. Returns how many were copied."""
+        count = 0
+        for path in sorted(self.root.rglob("*" + SHARD_SUFFIX)):
+            dest = target / path.relative_to(self.root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            source = sqlite3.connect(
+                f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, isolation_level=None
+            )
+            try:
+                copy = sqlite3.connect(dest, isolation_level=None)
+                try:
+                    source.backup(copy)
+                finally:
+                    copy.close()
+            finally:
+                source.close()
+            count += 1
+        return count
+
+    def swap_in(self, new_root: Path) -> None:
+        """Replace every shard with those under `new_root` (an installed snapshot).
+        No shard is open meanwhile; a crash in between is finished on restart."""
+        old = self.root.with_name(self.root.name + ".old")
+        with self._lock:
+            shards = list(self._open.values())
+            self._open.clear()
+            for shard in shards:
+                shard.close()
+            shutil.rmtree(old, ignore_errors=True)
+            if self.root.exists():
+                os.replace(self.root, old)
+            if new_root.exists():
+                os.replace(new_root, self.root)
+            else:
+                self.root.mkdir(parents=True)
+            _fsync_dir(self.root.parent)
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _finish_interrupted_swap(self) -> None:
+        old = self.root.with_name(self.root.name + ".old")
+        if old.exists():
+            if not self.root.exists():
+                os.replace(old, self.root)  # the new shards never arrived: keep the old
+            else:
+                shutil.rmtree(old, ignore_errors=True)
 
     def close_all(self) -> None:
         with self._lock:

@@ -18,14 +18,15 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .core import Config, RaftCore
 from .errors import DropReason, ProposalDroppedError
 from .members import MemberBook
-from .messages import NONE, Entry, Message, Ready, Role
+from .messages import NONE, Entry, Message, Ready, Role, Snapshot
 from .transport import PeerTransport
 from .wal import DiskStorage
 
@@ -52,7 +53,8 @@ class RaftDriver:
         heartbeat_tick: int = 1,
         applied: int = 0,
         rng: random.Random | None = None,
-        on_install_snapshot: Callable[[Any], Any] | None = None,
+        on_install_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
+        snapshot_source: Callable[[int], Path | None] | None = None,
     ) -> None:
         self.id = node_id
         self.storage = storage
@@ -72,7 +74,12 @@ class RaftDriver:
             ),
             rng or random.Random(),
         )
-        self.transport = PeerTransport(self.members.address, self._report_unreachable)
+        self.transport = PeerTransport(
+            self.members.address,
+            self._report_unreachable,
+            snapshot_source=snapshot_source,
+            on_snapshot_status=self._report_snapshot,
+        )
         self.on_install_snapshot = on_install_snapshot
         # Invariant: every entry up to commit_published is durable here and has
         # been handed to subscribers, in order.
@@ -86,6 +93,7 @@ class RaftDriver:
         self._reads: list[asyncio.Future[int]] = []
         self._calls: list[tuple[Callable[[RaftCore], Any], asyncio.Future[Any]]] = []
         self._unreachable: set[int] = set()
+        self._snapshot_reports: list[tuple[int, bool]] = []
         self._pending: dict[int, _Pending] = {}
         self._read_waiters: dict[bytes, list[asyncio.Future[int]]] = {}
         self._read_ctx = itertools.count(1)
@@ -147,6 +155,10 @@ class RaftDriver:
         self._unreachable.add(nid)
         self._wake.set()
 
+    def _report_snapshot(self, nid: int, ok: bool) -> None:
+        self._snapshot_reports.append((nid, ok))
+        self._wake.set()
+
     # -- the loop -------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -187,6 +199,9 @@ class RaftDriver:
         for nid in self._unreachable:
             core.report_unreachable(nid)
         self._unreachable.clear()
+        reports, self._snapshot_reports = self._snapshot_reports, []
+        for nid, ok in reports:
+            core.report_snapshot(nid, ok)
         proposals, self._proposals = self._proposals, []
         live = [(d, f) for d, f in proposals if not f.done()]
         if live:
@@ -234,6 +249,11 @@ class RaftDriver:
         self.transport.send(rd.messages)
         if rd.entries:
             self.members.learn_from(rd.entries)
+        if rd.snapshot is not None and self.on_install_snapshot is not None:
+            # The state machine first: if we crash before the log records the
+            # snapshot, the shards are merely ahead, and replay skips what they
+            # have. The other order could leave a log that starts past them.
+            await self.on_install_snapshot(rd.snapshot)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             await asyncio.shield(
                 asyncio.to_thread(
@@ -241,8 +261,7 @@ class RaftDriver:
                 )
             )
         self.transport.send(rd.persisted_messages)
-        if rd.snapshot is not None and self.on_install_snapshot is not None:
-            await self.on_install_snapshot(rd.snapshot)
+        if rd.snapshot is not None:
             self.commit_published = max(self.commit_published, rd.snapshot.meta.index)
             async with self.committed:
                 self.committed.notify_all()

@@ -10,12 +10,14 @@ node forwards (node/server.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from proto import frame_pb2
 from replication.replicator import (
@@ -26,10 +28,12 @@ from replication.replicator import (
     ReplicatorStatus,
 )
 
+from .core import RaftCore
 from .driver import RaftDriver
 from .errors import CompactedError, DropReason, ProposalDroppedError
 from .members import MemberBook, MemberInfo, bootstrap_entries, member_id
-from .messages import EntryType, HardState, Role, Snapshot
+from .messages import EntryType, HardState, Message, Role, Snapshot
+from .snapshots import MANIFEST, SnapshotError, StateMachine, read_manifest, seal
 from .wal import DiskStorage
 
 log = logging.getLogger(__name__)
@@ -57,17 +61,21 @@ class RaftSettings:
     max_frame_bytes: int = 16 << 20
     applied: int = 0
     seed: int | None = None
+    # §7: snapshot once this many entries were applied since the last snapshot,
+    # keeping this many entries before it so slow followers catch up from the log.
+    snapshot_entries: int = 10_000
+    catchup_entries: int = 5_000
 
 
 class RaftReplicator:
     kind = "raft"
 
-    def __init__(
-        self,
-        settings: RaftSettings,
-        on_install_snapshot: Callable[[Snapshot], Awaitable[Any]] | None = None,
-    ) -> None:
+    def __init__(self, settings: RaftSettings, state_machine: StateMachine | None = None) -> None:
         self.settings = settings
+        self.state_machine = state_machine
+        self.snapshot_dir = settings.directory / "snapshots"
+        self.incoming_dir = self.snapshot_dir / "incoming"
+        self._snapshotting: asyncio.Task[None] | None = None
         self.name = settings.name
         self.id = member_id(settings.name)
         directory = settings.directory
@@ -92,7 +100,8 @@ class RaftReplicator:
             heartbeat_tick=settings.heartbeat_tick,
             applied=settings.applied,
             rng=random.Random(settings.seed),
-            on_install_snapshot=on_install_snapshot,
+            on_install_snapshot=self._install_snapshot if state_machine else None,
+            snapshot_source=self._snapshot_files,
         )
         self._closing = False
         self.driver.start()
@@ -209,11 +218,88 @@ class RaftReplicator:
     def role(self) -> Role:
         return self.driver.role
 
+    # -- snapshots (§7) ---------------------------------------------------------
+
     def compact(self, applied_index: int) -> None:
-        """Snapshots and log compaction come with the snapshot machinery."""
+        """Take a snapshot in the background once enough was applied since the last."""
+        if self.state_machine is None or self._closing:
+            return
+        if self._snapshotting is not None and not self._snapshotting.done():
+            return
+        if applied_index - self.storage.snapshot().meta.index < self.settings.snapshot_entries:
+            return
+        self._snapshotting = asyncio.get_running_loop().create_task(
+            self._take_snapshot(applied_index), name="raft-snapshot"
+        )
+
+    async def _take_snapshot(self, index: int) -> None:
+        assert self.state_machine is not None
+        partial = self.snapshot_dir / f"{index}.partial"
+        final = self.snapshot_dir / str(index)
+        try:
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            partial.mkdir(parents=True)
+            await self.state_machine.create_snapshot(index, partial)
+            manifest = await asyncio.to_thread(seal, partial, index)
+            await asyncio.to_thread(shutil.rmtree, final, True)
+            os.replace(partial, final)
+
+            def record(core: RaftCore) -> None:
+                # Inside the driver loop, so the core never sees half a compaction.
+                self.storage.snapshot_and_compact(
+                    index, core.conf_state_at(index), manifest, self.settings.catchup_entries
+                )
+
+            await self.driver.call(record)
+            log.info(
+                "snapshot at index %d; log now starts at %d", index, self.storage.first_index()
+            )
+        except Exception:
+            log.exception("snapshot at index %d failed", index)
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            return
+        await asyncio.to_thread(self._remove_snapshots_before, index)
+
+    def _remove_snapshots_before(self, index: int) -> None:
+        for child in self.snapshot_dir.iterdir():
+            name = child.name.removesuffix(".partial")
+            if name.isdigit() and int(name) < index:
+                shutil.rmtree(child, ignore_errors=True)
+        if self.incoming_dir.exists():
+            for child in self.incoming_dir.iterdir():
+                name = child.name.removesuffix(".partial")
+                if name.isdigit() and int(name) <= index:
+                    shutil.rmtree(child, ignore_errors=True)
+
+    def _snapshot_files(self, index: int) -> Path | None:
+        directory = self.snapshot_dir / str(index)
+        return directory if (directory / MANIFEST).exists() else None
+
+    async def receive_snapshot(self, message: Message, directory: Path) -> None:
+        """A verified snapshot arrived (transport): step its message into Raft."""
+        self.driver.deliver(message)
+
+    async def _install_snapshot(self, snapshot: Snapshot) -> None:
+        """The core accepted a leader's snapshot: restore the state machine from
+        its files, keeping a copy so this node can send it on if it leads."""
+        assert self.state_machine is not None
+        index, _ = read_manifest(snapshot.data)
+        source = self.incoming_dir / str(index)
+        if not (source / MANIFEST).exists():
+            raise SnapshotError(f"snapshot {index} was accepted but its files are missing")
+        keep = self.snapshot_dir / str(index)
+        if not keep.exists():
+            await asyncio.to_thread(shutil.copytree, source, keep)
+        await self.state_machine.install_snapshot(index, source)
+        await asyncio.to_thread(shutil.rmtree, source, True)
+        await asyncio.to_thread(self._remove_snapshots_before, index)
+        log.info("installed snapshot at index %d from the leader", index)
 
     async def close(self) -> None:
         if self._closing:
             return
         self._closing = True
+        if self._snapshotting is not None:
+            with contextlib.suppress(Exception):
+                await self._snapshotting
         await self.driver.close()

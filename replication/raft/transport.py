@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import grpc
 
 from proto import raft_pb2, raft_pb2_grpc
 
 from .codec import message_from_pb, message_to_pb
-from .messages import Message
+from .messages import Message, MessageType
+from .snapshots import SnapshotError, receive_files, stream_files
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +109,15 @@ class PeerTransport:
         self,
         resolve: Callable[[int], str | None],
         on_unreachable: Callable[[int], None],
+        snapshot_source: Callable[[int], Path | None] | None = None,
+        on_snapshot_status: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.resolve = resolve
         self.on_unreachable = on_unreachable
+        self.snapshot_source = snapshot_source
+        self.on_snapshot_status = on_snapshot_status
         self._peers: dict[int, _Peer] = {}
+        self._snapshot_sends: dict[int, asyncio.Task[None]] = {}
         # Fault injection for tests and chaos: peers we pretend not to reach.
         self.blocked: set[int] = set()
 
@@ -119,12 +126,50 @@ class PeerTransport:
         for m in messages:
             if m.to in self.blocked:
                 continue
+            if m.type is MessageType.SNAP:
+                self._send_snapshot(m)
+                continue
             by_peer.setdefault(m.to, []).append(m)
         for nid, batch in by_peer.items():
             peer = self._peers.get(nid)
             if peer is None:
                 peer = self._peers[nid] = _Peer(nid, self.resolve, self.on_unreachable)
             peer.enqueue(batch)
+
+    def _send_snapshot(self, m: Message) -> None:
+        """Stream the snapshot's files, then its message (§7 InstallSnapshot),
+        one stream per peer at a time; report the outcome to the core."""
+        running = self._snapshot_sends.get(m.to)
+        if running is not None and not running.done():
+            return
+        self._snapshot_sends[m.to] = asyncio.get_running_loop().create_task(
+            self._stream_snapshot(m), name=f"raft-snapshot-{m.to}"
+        )
+
+    async def _stream_snapshot(self, m: Message) -> None:
+        ok = False
+        try:
+            address = self.resolve(m.to)
+            assert m.snapshot is not None
+            directory = self.snapshot_source(m.snapshot.index) if self.snapshot_source else None
+            if address is None or directory is None:
+                log.warning(
+                    "cannot send snapshot %d to %d: no files or no address", m.snapshot.index, m.to
+                )
+                return
+            async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+                stub = raft_pb2_grpc.RaftStub(channel)
+                ack = await stub.SendSnapshot(
+                    stream_files(directory, message_to_pb(m), m.snapshot.data)
+                )
+            ok = ack.installed
+            if not ok:
+                log.warning("peer %d refused snapshot %d: %s", m.to, m.snapshot.index, ack.error)
+        except (grpc.aio.AioRpcError, OSError, SnapshotError) as exc:
+            log.warning("sending snapshot to %d failed: %s", m.to, exc)
+        finally:
+            if self.on_snapshot_status is not None:
+                self.on_snapshot_status(m.to, ok)
 
     async def forget(self, nid: int) -> None:
         peer = self._peers.pop(nid, None)
@@ -135,13 +180,25 @@ class PeerTransport:
         for peer in list(self._peers.values()):
             await peer.close()
         self._peers.clear()
+        for task in self._snapshot_sends.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class RaftServicer(raft_pb2_grpc.RaftServicer):
     """Receives peers' message streams and hands every message to `deliver`."""
 
-    def __init__(self, deliver: Callable[[Message], None]) -> None:
+    def __init__(
+        self,
+        deliver: Callable[[Message], None],
+        incoming: Path | None = None,
+        on_snapshot: Callable[[Message, Path], Awaitable[None]] | None = None,
+    ) -> None:
         self.deliver = deliver
+        # Where received snapshots are written aside, and who takes them.
+        self.incoming = incoming
+        self.on_snapshot = on_snapshot
         self.blocked_from: set[int] = set()
         self._closing = asyncio.Event()
 
@@ -177,5 +234,16 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
         context: grpc.aio.ServicerContext[raft_pb2.SnapshotChunk, raft_pb2.SnapshotAck],
     ) -> raft_pb2.SnapshotAck:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot transfer is not built yet")
-        raise AssertionError("unreachable")
+        if self.incoming is None or self.on_snapshot is None:
+            return raft_pb2.SnapshotAck(installed=False, error="this node takes no snapshots")
+        on_snapshot = self.on_snapshot
+
+        async def hand_over(pb: raft_pb2.RaftMessage, directory: Path) -> None:
+            await on_snapshot(message_from_pb(pb), directory)
+
+        try:
+            await receive_files(request_iterator, self.incoming, hand_over)
+        except SnapshotError as exc:
+            log.warning("rejected a snapshot: %s", exc)
+            return raft_pb2.SnapshotAck(installed=False, error=str(exc))
+        return raft_pb2.SnapshotAck(installed=True)
