@@ -215,6 +215,10 @@ class RaftReplicator:
         )
 
     @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
     def role(self) -> Role:
         return self.driver.role
 
