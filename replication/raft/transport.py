@@ -229,6 +229,15 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
                 await receiving
         return raft_pb2.SendAck()
 
+    async def Forward(
+        self,
+        request: raft_pb2.ForwardRequest,
+        context: grpc.aio.ServicerContext[raft_pb2.ForwardRequest, raft_pb2.ForwardResponse],
+    ) -> raft_pb2.ForwardResponse:
+        """Writes are the node's business (node/peer_service.py overrides this)."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this peer does not take writes")
+        raise AssertionError("unreachable")
+
     async def SendSnapshot(
         self,
         request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
