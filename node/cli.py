@@ -91,6 +91,11 @@ def _node_parser(sub: Any) -> None:
         help="bootstrap a Raft cluster: every founding member as name=host:port,...",
     )
     p.add_argument(
+        "--join",
+        default="",
+        help="join an existing cluster through any member's address host:port",
+    )
+    p.add_argument(
         "--advertise",
         default="",
         help="address peers and clients reach this node at (default: --listen)",
@@ -141,6 +146,7 @@ def _run_node(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         peers=parse_peers(args.peers),
+        join=args.join,
         advertise=args.advertise,
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,
@@ -267,6 +273,36 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_members(members: Sequence[Any]) -> None:
+    for m in members:
+        role = "leader" if m.leader else ("learner" if m.learner else "voter")
+        print(f"{m.name}\t{m.address}\t{role}\tmatch={m.match_index}")
+
+
+def _members(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.action == "list":
+            reply = c.members()
+            _print_members(reply.members)
+        elif args.action == "add":
+            if not args.name or not args.address:
+                print("error: members add NAME ADDRESS", file=sys.stderr)
+                return 2
+            _print_members(c.add_member(args.name, args.address, learner_only=args.learner))
+        else:
+            if not args.name:
+                print("error: members remove NAME", file=sys.stderr)
+                return 2
+            _print_members(c.remove_member(args.name))
+    return 0
+
+
+def _leader(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        print(f"leader is now {c.transfer_leader(args.name)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _EnvDefaults(
         prog="shardlite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,6 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serializable", action="store_true")
     _client_parser(sub, "namespaces", "list an org's namespaces", _namespaces)
     _client_parser(sub, "status", "show a node's status", _status)
+    p = _client_parser(sub, "members", "list, add or remove cluster members", _members)
+    p.add_argument("action", choices=("list", "add", "remove"))
+    p.add_argument("name", nargs="?", default="")
+    p.add_argument("address", nargs="?", default="", help="host:port (add)")
+    p.add_argument("--learner", action="store_true", help="add as a non-voting learner only")
+    p = _client_parser(sub, "leader", "transfer leadership", _leader)
+    p.add_argument("action", choices=("transfer",))
+    p.add_argument("name", nargs="?", default="", help="target (default: most up to date)")
     p = _client_parser(sub, "watch", "stream committed frames as JSON lines", _watch)
     p.add_argument(
         "--from", dest="from_index", type=int, default=0, help="first index (0 = only new frames)"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
+from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 
 LINEARIZABLE = kv_pb2.LINEARIZABLE
 SERIALIZABLE = kv_pb2.SERIALIZABLE
@@ -103,6 +103,7 @@ class Client:
             ],
         )
         self._stub = kv_pb2_grpc.KVStub(self._channel)
+        self._cluster = raft_pb2_grpc.ClusterStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -273,3 +274,26 @@ class Client:
             self._stub.Status, kv_pb2.StatusRequest(), retry=True
         )
         return reply
+
+    # -- cluster administration -----------------------------------------------
+
+    def members(self) -> raft_pb2.MembersResponse:
+        reply: raft_pb2.MembersResponse = self._call(
+            self._cluster.Members, raft_pb2.MembersRequest(), retry=True
+        )
+        return reply
+
+    def add_member(
+        self, name: str, address: str, *, learner_only: bool = False
+    ) -> builtins.list[raft_pb2.Member]:
+        request = raft_pb2.AddMemberRequest(name=name, address=address, learner_only=learner_only)
+        return list(self._call(self._cluster.AddMember, request, retry=True).members)
+
+    def remove_member(self, name: str) -> builtins.list[raft_pb2.Member]:
+        request = raft_pb2.RemoveMemberRequest(name=name)
+        return list(self._call(self._cluster.RemoveMember, request, retry=True).members)
+
+    def transfer_leader(self, name: str = "") -> str:
+        request = raft_pb2.TransferLeaderRequest(name=name)
+        reply = self._call(self._cluster.TransferLeader, request, retry=True)
+        return str(reply.leader)

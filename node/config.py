@@ -33,6 +33,8 @@ class NodeConfig:
     # Raft. With no peers the node runs alone on the no-op replicator.
     # Static bootstrap: every founding member, this node included (name=host:port).
     peers: dict[str, str] = field(default_factory=dict)
+    # Join an existing cluster through any member's address (host:port).
+    join: str = ""
     # The address peers and clients use to reach this node (default: --listen).
     advertise: str = ""
     raft_tick_ms: int = 100
@@ -47,4 +49,4 @@ class NodeConfig:
 
     @property
     def clustered(self) -> bool:
-        return bool(self.peers)
+        return bool(self.peers or self.join)

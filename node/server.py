@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from node import rpc
 from node.applier import Applier, read_applied_marker
+from node.cluster_service import ClusterService
 from node.config import NodeConfig
 from node.errors import ConditionFailedRemote, InvalidArgument, Unavailable
 from node.peer_service import PeerService
@@ -26,6 +27,7 @@ from node.shards import ShardStore
 from node.snapshots import ShardSnapshots
 from proto import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
 from replication.noop import NoopReplicator
+from replication.raft.members import MemberInfo
 from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.raft.snapshots import StateMachine
 from replication.replicator import Rejected, RejectReason, Replicator
@@ -123,10 +125,12 @@ class Node:
         if self.raft is not None:
             self.peer_service = PeerService(self)
             raft_pb2_grpc.add_RaftServicer_to_server(self.peer_service, server)
+            raft_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
         reflection.enable_server_reflection(
             (
                 KV_SERVICE.full_name,
                 raft_pb2.DESCRIPTOR.services_by_name["Raft"].full_name,
+                raft_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,
             ),
@@ -140,6 +144,8 @@ class Node:
         for service in ("", KV_SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
+        if config.join and self.raft is not None and not self.raft.member_list():
+            await self._join(config.join)
         host = config.listen.rsplit(":", 1)[0]
         address = f"{host}:{self.port}"
         log.info(
@@ -216,7 +222,7 @@ class Node:
         """Run the write on the leader at `address`. None: it certainly did not
         happen there (look for the leader again); raises when the outcome is known
         to be a failure or is unknown."""
-        stub = raft_pb2_grpc.RaftStub(self._peer_channel(address))
+        stub = raft_pb2_grpc.RaftStub(self.peer_channel(address))
         try:
             reply = await stub.Forward(
                 raft_pb2.ForwardRequest(frame=frame), timeout=max(budget, 1.0)
@@ -239,12 +245,40 @@ class Node:
         result: frame_pb2.FrameResult = reply.result
         return result
 
-    def _peer_channel(self, address: str) -> grpc.aio.Channel:
+    def peer_channel(self, address: str) -> grpc.aio.Channel:
         channel = self._peer_channels.get(address)
         if channel is None:
             channel = grpc.aio.insecure_channel(address)
             self._peer_channels[address] = channel
         return channel
+
+    async def _join(self, address: str, within: float = 60.0) -> None:
+        """Ask the cluster at `address` to add this node (as a learner, promoted
+        once caught up); learn every member's address from the answer."""
+        raft = self.raft
+        assert raft is not None
+        stub = raft_pb2_grpc.ClusterStub(self.peer_channel(address))
+        request = raft_pb2.AddMemberRequest(name=self.config.node_id, address=self.advertise)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            try:
+                reply = await stub.AddMember(request, timeout=10)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if loop.time() >= deadline or exc.code() in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ):
+                    raise RuntimeError(
+                        f"joining the cluster at {address} failed: {exc.code().name}: "
+                        f"{exc.details()}"
+                    ) from None
+                log.info("join via %s not yet possible (%s); retrying", address, exc.details())
+                await asyncio.sleep(0.5)
+        for member in reply.members:
+            raft.members.add(MemberInfo(member.name, member.address))
+        log.info("joined the cluster via %s: %s", address, ", ".join(m.name for m in reply.members))
 
     async def _leader_settles(self, deadline: float) -> None:
         """Wait for the leader to change, at most until `deadline` and at most a

@@ -27,15 +27,19 @@ def member_id(name: str) -> int:
 class MemberInfo:
     name: str
     address: str
+    # Stays a non-voting learner: the leader does not promote it when caught up.
+    learner_only: bool = False
 
     def encode(self) -> bytes:
-        return json.dumps({"name": self.name, "address": self.address}).encode()
+        return json.dumps(
+            {"name": self.name, "address": self.address, "learner_only": self.learner_only}
+        ).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> MemberInfo | None:
         try:
             raw = json.loads(data)
-            return cls(str(raw["name"]), str(raw["address"]))
+            return cls(str(raw["name"]), str(raw["address"]), bool(raw.get("learner_only")))
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -81,8 +85,14 @@ class MemberBook:
         self._members: dict[int, MemberInfo] = {}
         try:
             raw = json.loads(path.read_text())
-            for name, address in raw.items():
-                self._members[member_id(name)] = MemberInfo(name, address)
+            for name, value in raw.items():
+                # {"name": "address"} (older files) or {"name": {"address":..., ...}}
+                if isinstance(value, str):
+                    self._members[member_id(name)] = MemberInfo(name, value)
+                else:
+                    self._members[member_id(name)] = MemberInfo(
+                        name, value["address"], bool(value.get("learner_only"))
+                    )
         except FileNotFoundError:
             pass
 
@@ -90,6 +100,9 @@ class MemberBook:
         if self._members.get(member_id(info.name)) != info:
             self._members[member_id(info.name)] = info
             self._save()
+
+    def info(self, nid: int) -> MemberInfo | None:
+        return self._members.get(nid)
 
     def learn_from(self, entries: list[Entry]) -> None:
         """Addresses from membership-change entries (appended or committed)."""
@@ -117,5 +130,9 @@ class MemberBook:
 
     def _save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot(), sort_keys=True))
+        data = {
+            m.name: {"address": m.address, "learner_only": m.learner_only}
+            for m in self._members.values()
+        }
+        tmp.write_text(json.dumps(data, sort_keys=True))
         os.replace(tmp, self.path)

@@ -32,7 +32,15 @@ from .core import RaftCore
 from .driver import RaftDriver
 from .errors import CompactedError, DropReason, ProposalDroppedError
 from .members import MemberBook, MemberInfo, bootstrap_entries, member_id
-from .messages import EntryType, HardState, Message, Role, Snapshot
+from .messages import (
+    ConfChange,
+    ConfChangeType,
+    EntryType,
+    HardState,
+    Message,
+    Role,
+    Snapshot,
+)
 from .snapshots import MANIFEST, SnapshotError, StateMachine, read_manifest, seal
 from .wal import DiskStorage
 
@@ -45,6 +53,19 @@ _DROP_REASONS = {
     DropReason.INVALID_CONF_CHANGE: RejectReason.INVALID,
     DropReason.NOT_READY: RejectReason.NOT_LEADER,
 }
+
+
+PROMOTE_LAG = 10  # a learner this close to the commit index is caught up
+
+
+@dataclass(frozen=True)
+class MemberView:
+    name: str
+    id: int
+    address: str
+    learner: bool
+    leader: bool
+    match_index: int
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,9 @@ class RaftReplicator:
         )
         self._closing = False
         self.driver.start()
+        self._promoter = asyncio.get_running_loop().create_task(
+            self._promote_learners(), name="raft-promote-learners"
+        )
 
     # -- proposals ------------------------------------------------------------
 
@@ -222,6 +246,114 @@ class RaftReplicator:
     def role(self) -> Role:
         return self.driver.role
 
+    # -- membership (dissertation §4) --------------------------------------------
+
+    def member_list(self) -> list[MemberView]:
+        st = self.driver.core.status()
+        views = []
+        for nid in sorted(st.conf_state.members(), key=self.members.name):
+            progress = st.progress.get(nid)
+            views.append(
+                MemberView(
+                    name=self.members.name(nid),
+                    id=nid,
+                    address=self.members.address(nid) or "",
+                    learner=nid in st.conf_state.learners,
+                    leader=nid == st.leader,
+                    match_index=progress.match if progress else 0,
+                )
+            )
+        return views
+
+    async def _change(self, cc: ConfChange) -> None:
+        """Propose one membership change on the leader and wait until it commits."""
+        if self._closing:
+            raise Rejected(RejectReason.SHUTTING_DOWN)
+        try:
+            proposed = await self.driver.call(lambda core: core.propose_conf_change(cc))
+            await asyncio.wait_for(
+                asyncio.shield(self.driver.wait_committed(proposed.term, proposed.last_index)),
+                self.settings.propose_timeout,
+            )
+        except ProposalDroppedError as exc:
+            raise self._rejected(exc) from None
+        except TimeoutError:
+            raise Rejected(
+                RejectReason.LEADERSHIP_LOST, "membership change not committed in time"
+            ) from None
+
+    async def add_member(self, info: MemberInfo) -> None:
+        """Add a node as a learner (§4.2.1: it catches up before it votes); the
+        leader promotes it once caught up unless it is learner_only."""
+        nid = member_id(info.name)
+        conf = self.driver.core.status().conf_state
+        if nid in conf.members():
+            known = self.members.info(nid)
+            if known is not None and known.address != info.address:
+                raise Rejected(
+                    RejectReason.INVALID,
+                    f"member {info.name} already exists at {known.address}",
+                )
+            return  # a retried join
+        self.members.add(info)
+        await self._change(ConfChange(ConfChangeType.ADD_LEARNER, nid, info.encode()))
+
+    async def remove_member(self, name: str) -> None:
+        nid = member_id(name)
+        if nid not in self.driver.core.status().conf_state.members():
+            raise Rejected(RejectReason.INVALID, f"{name} is not a member")
+        await self._change(ConfChange(ConfChangeType.REMOVE_NODE, nid))
+
+    async def transfer_leader(self, name: str, wait: float = 5.0) -> str:
+        """Hand leadership to `name` (dissertation §3.10), or to the most
+        up-to-date other voter when `name` is empty; returns the new leader."""
+        st = self.driver.core.status()
+        if st.role is not Role.LEADER:
+            raise self._rejected(ProposalDroppedError(DropReason.NOT_LEADER, st.leader))
+        if name:
+            target = member_id(name)
+            if target not in st.conf_state.voters:
+                raise Rejected(RejectReason.INVALID, f"{name} is not a voting member")
+        else:
+            others = [n for n in st.conf_state.voters if n != self.id]
+            if not others:
+                raise Rejected(RejectReason.INVALID, "no other voter to transfer to")
+            target = max(others, key=lambda n: st.progress[n].match if n in st.progress else 0)
+        if target == self.id:
+            return self.name
+        await self.driver.call(lambda core: core.transfer_leader(target))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            if self.driver.leader == target:
+                return self.members.name(target)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.driver.leader_changed.wait(), 0.1)
+        raise Rejected(
+            RejectReason.TRANSFER_IN_PROGRESS,
+            f"{self.members.name(target)} did not take over within {wait}s",
+        )
+
+    async def _promote_learners(self) -> None:
+        """On the leader: a learner whose log caught up becomes a voter."""
+        while not self._closing:
+            await asyncio.sleep(self.settings.tick_interval * 5)
+            if not self.driver.is_leader:
+                continue
+            st = self.driver.core.status()
+            for nid in sorted(st.conf_state.learners):
+                info = self.members.info(nid)
+                progress = st.progress.get(nid)
+                if info is None or info.learner_only or progress is None:
+                    continue
+                if progress.match + PROMOTE_LAG >= st.commit:
+                    try:
+                        await self._change(ConfChange(ConfChangeType.ADD_VOTER, nid, info.encode()))
+                        log.info("promoted %s to voter", info.name)
+                    except Rejected as exc:
+                        log.info("promoting %s failed, will retry: %s", info.name, exc)
+                    break  # one change at a time (§4.1)
+
     # -- snapshots (§7) ---------------------------------------------------------
 
     def compact(self, applied_index: int) -> None:
@@ -303,6 +435,9 @@ class RaftReplicator:
         if self._closing:
             return
         self._closing = True
+        self._promoter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._promoter
         if self._snapshotting is not None:
             with contextlib.suppress(Exception):
                 await self._snapshotting
