@@ -15,7 +15,7 @@ import heapq
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -176,6 +176,12 @@ class Applier:
             for position, result in zip(positions, shard_results, strict=True):
                 results[position] = result
         return results
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No batch is applied while the block runs (the shards hold still)."""
+        async with self._applying:
+            yield
 
     async def restart_at(self, index: int, replace_state: Callable[[], Awaitable[None]]) -> None:
         """Stop applying, let `replace_state` swap the shards for a snapshot at

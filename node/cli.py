@@ -91,6 +91,12 @@ def _node_parser(sub: Any) -> None:
         help="bootstrap a Raft cluster: every founding member as name=host:port,...",
     )
     p.add_argument(
+        "--restore",
+        type=Path,
+        default=None,
+        help="start from a backup directory (the data directory must be empty)",
+    )
+    p.add_argument(
         "--join",
         default="",
         help="join an existing cluster through any member's address host:port",
@@ -147,6 +153,7 @@ def _run_node(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         peers=parse_peers(args.peers),
         join=args.join,
+        restore=args.restore,
         advertise=args.advertise,
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,
@@ -156,9 +163,14 @@ def _run_node(args: argparse.Namespace) -> int:
         snapshot_catchup_entries=args.snapshot_catchup_entries,
     )
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
+    from node.backup import RestoreError
     from node.server import serve
 
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except RestoreError as exc:
+        print(f"error: cannot restore: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -297,6 +309,13 @@ def _members(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        index = c.backup(args.out, timeout=args.timeout if args.timeout > 10 else 3600)
+    print(f"backup at index {index} written to {args.out} (verified)")
+    return 0
+
+
 def _leader(args: argparse.Namespace) -> int:
     with _client(args) as c:
         print(f"leader is now {c.transfer_leader(args.name)}")
@@ -338,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default="")
     p.add_argument("address", nargs="?", default="", help="host:port (add)")
     p.add_argument("--learner", action="store_true", help="add as a non-voting learner only")
+    p = _client_parser(sub, "backup", "download a consistent backup of a node", _backup)
+    p.add_argument("out", type=Path, help="an empty or new directory")
     p = _client_parser(sub, "leader", "transfer leadership", _leader)
     p.add_argument("action", choices=("transfer",))
     p.add_argument("name", nargs="?", default="", help="target (default: most up to date)")
@@ -356,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ClientError as exc:
         print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

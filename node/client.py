@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -104,6 +105,7 @@ class Client:
         )
         self._stub = kv_pb2_grpc.KVStub(self._channel)
         self._cluster = raft_pb2_grpc.ClusterStub(self._channel)
+        self._maintenance = kv_pb2_grpc.MaintenanceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -297,3 +299,39 @@ class Client:
         request = raft_pb2.TransferLeaderRequest(name=name)
         reply = self._call(self._cluster.TransferLeader, request, retry=True)
         return str(reply.leader)
+
+    # -- maintenance ----------------------------------------------------------
+
+    def backup(self, out_dir: Path, *, timeout: float = 3600.0) -> int:
+        """Download a consistent backup of the node into the empty `out_dir`,
+        verify it, and return its index."""
+        from node.backup import verify
+        from replication.raft.snapshots import MANIFEST, read_manifest
+
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise ValueError(f"{out_dir} is not empty")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        root = out_dir.resolve()
+        handle = None
+        try:
+            for chunk in self._maintenance.Backup(kv_pb2.BackupRequest(), timeout=timeout):
+                if chunk.manifest:
+                    read_manifest(chunk.manifest)  # fails early on garbage
+                    (out_dir / MANIFEST).write_bytes(chunk.manifest)
+                    continue
+                target = (out_dir / chunk.path).resolve()
+                if root not in target.parents:
+                    raise ValueError(f"backup file {chunk.path!r} escapes {out_dir}")
+                if handle is None:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    handle = open(target, "wb")  # noqa: SIM115 - closed below
+                handle.write(chunk.data)
+                if chunk.last_of_file:
+                    handle.close()
+                    handle = None
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        finally:
+            if handle is not None:
+                handle.close()
+        return verify(out_dir)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import json
 import logging
 import signal
 from collections.abc import Callable
@@ -18,9 +19,11 @@ from grpc_reflection.v1alpha import reflection
 
 from node import rpc
 from node.applier import Applier, read_applied_marker
+from node.backup import restore
 from node.cluster_service import ClusterService
 from node.config import NodeConfig
 from node.errors import ConditionFailedRemote, InvalidArgument, Unavailable
+from node.maintenance import MaintenanceService
 from node.peer_service import PeerService
 from node.service import KVService
 from node.shards import ShardStore
@@ -35,12 +38,15 @@ from replication.replicator import Rejected, RejectReason, Replicator
 log = logging.getLogger(__name__)
 
 KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"]
+MAINTENANCE_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["Maintenance"]
 HOUSEKEEPING_INTERVAL = 1.0
 
 ReplicatorFactory = Callable[[NodeConfig], Replicator]
 
 
-def _default_replicator(config: NodeConfig, state_machine: StateMachine) -> Replicator:
+def _default_replicator(
+    config: NodeConfig, state_machine: StateMachine, restored_index: int
+) -> Replicator:
     """Raft when the node has peers; the no-op replicator when it is alone."""
     if config.clustered:
         return RaftReplicator(
@@ -57,6 +63,8 @@ def _default_replicator(config: NodeConfig, state_machine: StateMachine) -> Repl
                 applied=read_applied_marker(config.data_dir),
                 snapshot_entries=config.snapshot_entries,
                 catchup_entries=config.snapshot_catchup_entries,
+                restore_index=restored_index,
+                restore_dir=config.restore,
             ),
             state_machine,
         )
@@ -66,6 +74,7 @@ def _default_replicator(config: NodeConfig, state_machine: StateMachine) -> Repl
         segment_bytes=config.log_segment_bytes,
         retain=config.log_retain,
         max_frame_bytes=config.max_request_bytes,
+        first_index=restored_index + 1,
     )
 
 
@@ -101,8 +110,9 @@ class Node:
         """Recover, replay, then serve. Returns the bound port."""
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        restored = self._restore_once()
         if self._replicator_factory is None:
-            self.replicator = _default_replicator(config, ShardSnapshots(self))
+            self.replicator = _default_replicator(config, ShardSnapshots(self), restored)
         else:
             self.replicator = self._replicator_factory(config)
         self.applier = Applier(
@@ -119,7 +129,12 @@ class Node:
         ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers(
-            (rpc.generic_handler(KV_SERVICE, KVService(self), _message_types()),)
+            (
+                rpc.generic_handler(KV_SERVICE, KVService(self), _message_types()),
+                rpc.generic_handler(
+                    MAINTENANCE_SERVICE, MaintenanceService(self), _message_types()
+                ),
+            )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.raft is not None:
@@ -129,6 +144,7 @@ class Node:
         reflection.enable_server_reflection(
             (
                 KV_SERVICE.full_name,
+                MAINTENANCE_SERVICE.full_name,
                 raft_pb2.DESCRIPTOR.services_by_name["Raft"].full_name,
                 raft_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
                 health.SERVICE_NAME,
@@ -161,6 +177,19 @@ class Node:
             tmp.write_text(address + "\n")
             tmp.replace(config.ready_file)
         return self.port
+
+    def _restore_once(self) -> int:
+        """--restore: fill the empty data directory from the backup, the first
+        time only (a restart finds it restored and goes on normally)."""
+        config = self.config
+        marker = config.data_dir / "restored_from.json"
+        if config.restore is None:
+            return 0
+        if marker.exists():
+            return int(json.loads(marker.read_text())["index"])
+        index = restore(config.restore, config.data_dir)
+        log.info("restored %s at index %d into %s", config.restore, index, config.data_dir)
+        return index
 
     # -- the write and read paths ------------------------------------------
 
@@ -355,16 +384,18 @@ class Node:
             self.peer_service.close()
         # Closing the replicator ends every Subscribe stream and the applier's
         # own subscription once it has delivered everything durable.
-        await self.replicator.close()
+        # A node that failed while starting has only some of its parts.
+        if hasattr(self, "replicator"):
+            await self.replicator.close()
         if server_stopped is not None:
             await server_stopped
-        await self.applier.close()
+        if hasattr(self, "applier"):
+            await self.applier.close()
         await asyncio.to_thread(self.store.close_all)
         for channel in self._peer_channels.values():
             await channel.close(None)
-        log.info(
-            "node %s stopped at applied index %d", self.config.node_id, self.applier.applied_index
-        )
+        applied = self.applier.applied_index if hasattr(self, "applier") else 0
+        log.info("node %s stopped at applied index %d", self.config.node_id, applied)
         self._stopped.set()
 
 

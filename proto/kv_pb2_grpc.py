@@ -396,3 +396,79 @@ class KV:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class MaintenanceStub:
+    """Operations on a node (like etcd's Maintenance service).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Backup = channel.unary_stream(
+                '/shardlite.v1.Maintenance/Backup',
+                request_serializer=proto_dot_kv__pb2.BackupRequest.SerializeToString,
+                response_deserializer=proto_dot_kv__pb2.BackupChunk.FromString,
+                _registered_method=True)
+
+
+class MaintenanceServicer:
+    """Operations on a node (like etcd's Maintenance service).
+    """
+
+    def Backup(self, request, context):
+        """A consistent copy of every shard at one applied index, streamed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MaintenanceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=proto_dot_kv__pb2.BackupRequest.FromString,
+                    response_serializer=proto_dot_kv__pb2.BackupChunk.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shardlite.v1.Maintenance', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shardlite.v1.Maintenance', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Maintenance:
+    """Operations on a node (like etcd's Maintenance service).
+    """
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shardlite.v1.Maintenance/Backup',
+            proto_dot_kv__pb2.BackupRequest.SerializeToString,
+            proto_dot_kv__pb2.BackupChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -110,3 +110,34 @@ class KVServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kv_pb2.StatusResponse, _abc.Awaitable[_kv_pb2.StatusResponse]]: ...
 
 def add_KVServicer_to_server(servicer: KVServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class MaintenanceStub:
+    """Operations on a node (like etcd's Maintenance service)."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> MaintenanceAsyncStub: ...
+    Backup: _grpc.UnaryStreamMultiCallable[_kv_pb2.BackupRequest, _kv_pb2.BackupChunk]
+    """A consistent copy of every shard at one applied index, streamed."""
+
+@_typing.type_check_only
+class MaintenanceAsyncStub(MaintenanceStub):
+    """Operations on a node (like etcd's Maintenance service)."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Backup: _aio.UnaryStreamMultiCallable[_kv_pb2.BackupRequest, _kv_pb2.BackupChunk]  # type: ignore[assignment]
+    """A consistent copy of every shard at one applied index, streamed."""
+
+class MaintenanceServicer(metaclass=_abc_1.ABCMeta):
+    """Operations on a node (like etcd's Maintenance service)."""
+
+    @_abc_1.abstractmethod
+    def Backup(
+        self,
+        request: _kv_pb2.BackupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kv_pb2.BackupChunk], _abc.AsyncIterator[_kv_pb2.BackupChunk]]:
+        """A consistent copy of every shard at one applied index, streamed."""
+
+def add_MaintenanceServicer_to_server(servicer: MaintenanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

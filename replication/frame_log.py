@@ -63,18 +63,21 @@ class _Segment:
 
 
 class FrameLog:
-    def __init__(self, directory: Path, segment_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, directory: Path, segment_bytes: int = 64 << 20, first_index: int = 1
+    ) -> None:
+        """`first_index`: where an empty log starts (after a restored backup)."""
         self.directory = directory
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._writer: int | None = None  # fd of the last segment, opened for append
         directory.mkdir(parents=True, exist_ok=True)
-        self._recover()
+        self._recover(first_index)
 
     # -- recovery ---------------------------------------------------------
 
-    def _recover(self) -> None:
+    def _recover(self, first_index: int) -> None:
         paths = sorted(self.directory.glob("*" + SEGMENT_SUFFIX))
         for n, path in enumerate(paths):
             is_last = n == len(paths) - 1
@@ -86,7 +89,7 @@ class FrameLog:
                 )
             self._segments.append(segment)
         if not self._segments:
-            self._segments.append(self._create_segment(1))
+            self._segments.append(self._create_segment(first_index))
         self._writer = os.open(self._segments[-1].path, os.O_WRONLY | os.O_APPEND)
 
     @staticmethod

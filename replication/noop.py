@@ -35,12 +35,13 @@ class NoopReplicator:
         retain: int = 100_000,
         max_frame_bytes: int = 16 << 20,
         max_pending: int = 65_536,
+        first_index: int = 1,
     ) -> None:
         self.node_id = node_id
         self.retain = retain
         self.max_frame_bytes = max_frame_bytes
         self.max_pending = max_pending
-        self._log = FrameLog(log_dir, segment_bytes)
+        self._log = FrameLog(log_dir, segment_bytes, first_index)
         # Invariant: _durable_index == _log.last_index once no append is running.
         self._durable_index = self._log.last_index
         self._first_index = self._log.first_index

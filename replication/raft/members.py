@@ -60,9 +60,10 @@ def parse_peers(spec: str) -> dict[str, str]:
     return peers
 
 
-def bootstrap_entries(peers: dict[str, str]) -> list[Entry]:
+def bootstrap_entries(peers: dict[str, str], first_index: int = 1) -> list[Entry]:
     """The identical first entries every founding member writes: one committed
-    ADD_VOTER per peer at term 1, in id order, addresses in the context."""
+    ADD_VOTER per peer at term 1, in id order, addresses in the context
+    (starting after a restored backup's index when there is one)."""
     ordered = sorted(peers, key=member_id)
     return [
         Entry(
@@ -73,7 +74,7 @@ def bootstrap_entries(peers: dict[str, str]) -> list[Entry]:
                 ConfChangeType.ADD_VOTER, member_id(name), MemberInfo(name, peers[name]).encode()
             ).encode(),
         )
-        for i, name in enumerate(ordered, start=1)
+        for i, name in enumerate(ordered, start=first_index)
     ]
 
 

@@ -35,11 +35,13 @@ from .members import MemberBook, MemberInfo, bootstrap_entries, member_id
 from .messages import (
     ConfChange,
     ConfChangeType,
+    ConfState,
     EntryType,
     HardState,
     Message,
     Role,
     Snapshot,
+    SnapshotMeta,
 )
 from .snapshots import MANIFEST, SnapshotError, StateMachine, read_manifest, seal
 from .wal import DiskStorage
@@ -86,6 +88,9 @@ class RaftSettings:
     # keeping this many entries before it so slow followers catch up from the log.
     snapshot_entries: int = 10_000
     catchup_entries: int = 5_000
+    # A new cluster started from a backup: its index, and its directory.
+    restore_index: int = 0
+    restore_dir: Path | None = None
 
 
 class RaftReplicator:
@@ -107,11 +112,7 @@ class RaftReplicator:
         for name, address in settings.peers.items():
             self.members.add(MemberInfo(name, address))
         if self.storage.is_empty and settings.peers:
-            if settings.name not in settings.peers:
-                raise ValueError(f"--peers must include this node ({settings.name})")
-            entries = bootstrap_entries(settings.peers)
-            self.storage.save(HardState(term=1, vote=0, commit=len(entries)), entries, None, True)
-            log.info("bootstrapped a new cluster of %s", ", ".join(sorted(settings.peers)))
+            self._bootstrap()
         self.driver = RaftDriver(
             self.id,
             self.storage,
@@ -128,6 +129,33 @@ class RaftReplicator:
         self.driver.start()
         self._promoter = asyncio.get_running_loop().create_task(
             self._promote_learners(), name="raft-promote-learners"
+        )
+
+    def _bootstrap(self) -> None:
+        """Write the founding log. From a backup at index S, the log starts with
+        a snapshot at S (the backup itself, so it can be sent to followers)."""
+        settings = self.settings
+        if settings.name not in settings.peers:
+            raise ValueError(f"--peers must include this node ({settings.name})")
+        base = settings.restore_index
+        entries = bootstrap_entries(settings.peers, first_index=base + 1)
+        snapshot = None
+        if base:
+            assert settings.restore_dir is not None
+            keep = self.snapshot_dir / str(base)
+            if not keep.exists():
+                shutil.copytree(settings.restore_dir, keep)
+            voters = frozenset(member_id(name) for name in settings.peers)
+            snapshot = Snapshot(
+                SnapshotMeta(base, 1, ConfState(voters)), (keep / MANIFEST).read_bytes()
+            )
+        self.storage.save(
+            HardState(term=1, vote=0, commit=base + len(entries)), entries, snapshot, True
+        )
+        log.info(
+            "bootstrapped a new cluster of %s%s",
+            ", ".join(sorted(settings.peers)),
+            f" from a backup at index {base}" if base else "",
         )
 
     # -- proposals ------------------------------------------------------------
