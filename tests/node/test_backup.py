@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from node.client import Put
+from node.client import Client, Put
 from tests.harness import LocalCluster, NodeProcess
 
 NAMESPACES = ["users", "orders", "carts"]
@@ -24,7 +24,7 @@ def _fill(node: NodeProcess) -> dict[str, dict[str, tuple[bytes, int]]]:
         return _contents(c)
 
 
-def _contents(c) -> dict[str, dict[str, tuple[bytes, int]]]:  # type: ignore[no-untyped-def]
+def _contents(c: Client) -> dict[str, dict[str, tuple[bytes, int]]]:
     return {ns: {e.key: (e.value, e.version) for e in c.list(namespace=ns)} for ns in NAMESPACES}
 
 
