@@ -48,8 +48,7 @@ proto: $(VENV)/.installed-test
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m scripts.gen_proto
 
 sim: $(VENV)/.installed-test
-	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS) --nodes 3
-	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS) --nodes 5
+	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS) --nodes 3,5
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
