@@ -42,6 +42,7 @@ _REJECTED: dict[RejectReason, grpc.StatusCode] = {
     RejectReason.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
     RejectReason.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     RejectReason.STORAGE_FAILED: grpc.StatusCode.INTERNAL,
+    RejectReason.CONFLICT: grpc.StatusCode.ABORTED,
 }
 
 

@@ -23,6 +23,7 @@ class RejectReason(enum.Enum):
     INVALID = "invalid"
     TRANSFER_IN_PROGRESS = "leadership transfer in progress"
     STORAGE_FAILED = "storage failed"
+    CONFLICT = "a conflicting change is in progress"
 
 
 class Rejected(Exception):

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 _DROP_REASONS = {
     DropReason.NOT_LEADER: RejectReason.NOT_LEADER,
     DropReason.TRANSFER_IN_PROGRESS: RejectReason.TRANSFER_IN_PROGRESS,
-    DropReason.CONF_CHANGE_PENDING: RejectReason.INVALID,
+    DropReason.CONF_CHANGE_PENDING: RejectReason.CONFLICT,
     DropReason.INVALID_CONF_CHANGE: RejectReason.INVALID,
     DropReason.NOT_READY: RejectReason.NOT_LEADER,
 }
