@@ -169,3 +169,37 @@ def test_restarting_every_node_at_once_loses_nothing(
             stored = {e.key: e.version for e in c.list()}
         missing = {k: v for k, v in snapshot.items() if stored.get(k) != v}
         assert missing == {}, f"{name} lost acknowledged writes"
+
+
+def test_subscribe_on_every_node_sees_the_same_frames_across_a_restart(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    cluster = make_cluster()
+    leader = cluster.leader()
+    follower = next(n for n in NAMES if n != leader)
+    with cluster.client(leader, namespace="subs") as c:
+        first = c.put("k0", b"v0").index
+        for i in range(1, 20):
+            c.put(f"k{i}", f"v{i}".encode())
+
+    def frames(name: str, start: int, count: int) -> list[tuple[int, str]]:
+        with cluster.client(name) as c:
+            out = []
+            for index, frame in c.subscribe(start, timeout=20):
+                out.append((index, frame.ops[0].put.key))
+                if len(out) == count:
+                    return out
+        raise AssertionError("stream ended early")
+
+    streams = {name: frames(name, first, 20) for name in NAMES}
+    assert streams[NAMES[0]] == streams[NAMES[1]] == streams[NAMES[2]]
+    assert [k for _, k in streams[leader]] == [f"k{i}" for i in range(20)]
+
+    # The follower restarts; its stream resumes where a subscriber left off.
+    cluster.nodes[follower].kill()
+    cluster.nodes[follower].start()
+    with cluster.client(leader, namespace="subs") as c:
+        later = c.put("after-restart", b"v").index
+    resumed = frames(follower, streams[leader][10][0], 11)
+    assert resumed[:10] == streams[leader][10:]
+    assert resumed[10] == (later, "after-restart")
