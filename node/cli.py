@@ -309,6 +309,25 @@ def _members(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    """grpc.health.v1 Check: exit 0 when the node serves (for container health checks)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.endpoint) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            print(f"unhealthy: {code}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _backup(args: argparse.Namespace) -> int:
     with _client(args) as c:
         index = c.backup(args.out, timeout=args.timeout if args.timeout > 10 else 3600)
@@ -357,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default="")
     p.add_argument("address", nargs="?", default="", help="host:port (add)")
     p.add_argument("--learner", action="store_true", help="add as a non-voting learner only")
+    _client_parser(sub, "health", "exit 0 if the node serves (grpc.health.v1)", _health)
     p = _client_parser(sub, "backup", "download a consistent backup of a node", _backup)
     p.add_argument("out", type=Path, help="an empty or new directory")
     p = _client_parser(sub, "leader", "transfer leadership", _leader)

@@ -92,3 +92,16 @@ def test_endpoint_from_the_environment(shared_node: NodeProcess) -> None:
         capture_output=True, timeout=60, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_health_command(shared_node: NodeProcess) -> None:
+    ok = shardlite(shared_node, "health")
+    assert ok.returncode == 0
+    assert ok.stdout == b"SERVING\n"
+    down = subprocess.run(
+        [sys.executable, "-m", "node.cli", "health", "--endpoint", "127.0.0.1:1",
+         "--timeout", "1"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert down.returncode == 1
+    assert b"unhealthy" in down.stderr
