@@ -80,6 +80,9 @@ class SimOptions:
     dup: float = 0.03
     delay: float = 0.15  # chance a message waits another round
     crash: float = 0.01  # per node per round
+    leader_crash: float = 0.02  # per round: crash whoever leads (drives leader churn)
+    mid_crash: float = 0.002  # per event: crash a node between two events of a round
+    doomed_leader: float = 0.0  # chance a new leader crashes within a few events
     restart: float = 0.1  # per crashed node per round
     partition: float = 0.02  # per round
     heal: float = 0.08  # per round, while partitioned
@@ -101,6 +104,10 @@ class SimOptions:
             dup=rng.choice([0.0, 0.02, 0.05, 0.1]),
             delay=rng.choice([0.0, 0.1, 0.2, 0.4]),
             crash=rng.choice([0.0, 0.01, 0.02, 0.05]),
+            leader_crash=rng.choice([0.0, 0.02, 0.05, 0.15]),
+            mid_crash=rng.choice([0.0, 0.002, 0.01]),
+            doomed_leader=rng.choice([0.0, 0.0, 0.2, 0.5]),
+            events_per_round=rng.choice([5, 10, 20, 40]),
             restart=rng.choice([0.05, 0.1, 0.3]),
             partition=rng.choice([0.0, 0.02, 0.05, 0.1]),
             heal=rng.choice([0.05, 0.1, 0.2]),
@@ -127,6 +134,8 @@ class SimNode:
     sm_hash: bytes = b""
     checked_commit: int = 0
     leader_term: int = 0  # last term in which we saw this node as leader
+    disk_speed: float = 0.7  # chance a pending Ready is persisted when the node is picked
+    doom: int = -1  # events left before this (new) leader crashes; -1: none planned
 
     @property
     def alive(self) -> bool:
@@ -197,6 +206,9 @@ class Sim:
         for nid in self.voters0:
             self.nodes[nid] = SimNode(nid, MemoryStorage.bootstrap(self.voters0))
             self._start(self.nodes[nid])
+        if self.opts.randomize:
+            for nd in self.nodes.values():
+                nd.disk_speed = self.rng.choice([0.1, 0.3, 0.7, 1.0])
 
     # ------------------------------------------------------------------
     # Node lifecycle
@@ -222,6 +234,7 @@ class Sim:
 
     def _crash(self, nd: SimNode) -> None:
         self._note(f"crash {nd.nid}")
+        nd.doom = -1
         nd.core = None
         nd.pending = None
         self.stats.crashes += 1
@@ -263,6 +276,10 @@ class Sim:
             if nd.leader_term != core.term:
                 nd.leader_term = core.term
                 self.stats.leaders += 1
+                if not self.healed and self.rng.random() < self.opts.doomed_leader:
+                    # Leaders that die young leave partly replicated entries of
+                    # their term behind: the stuff of Figure 8 (§5.4.2).
+                    nd.doom = self.rng.randint(0, 30)
                 self._note(f"{nd.nid} leads term {core.term}")
                 self._check_leader_completeness(nd)
         c = log.committed
@@ -488,6 +505,9 @@ class Sim:
 
     def _faults(self) -> None:
         o, rng = self.opts, self.rng
+        lead = self._leader()
+        if lead is not None and rng.random() < o.leader_crash:
+            self._crash(lead)
         for nd in list(self.nodes.values()):
             if nd.core is not None and rng.random() < o.crash:
                 self._crash(nd)
@@ -565,6 +585,8 @@ class Sim:
     def _events(self, budget: int) -> None:
         rng = self.rng
         for _ in range(budget):
+            if not self.healed:
+                self._crash_faults()
             ready_nodes = [
                 nd
                 for nd in self.nodes.values()
@@ -583,12 +605,30 @@ class Sim:
                 nd = rng.choice(ready_nodes)
                 if nd.pending is None:
                     self._phase_a(nd)
-                # In the healed phase persist at once; otherwise sometimes let
-                # other events slip in between taking and persisting a Ready.
-                elif self.healed or rng.random() < 0.7:
+                # Sometimes let other events slip in between taking a Ready and
+                # persisting it (a slow disk); once healed, persist at once.
+                elif self.healed or rng.random() < nd.disk_speed:
                     self._phase_b(nd)
                 if nd.core is not None:
                     self._check_node(nd)
+
+    def _crash_faults(self) -> None:
+        """Crashes at any point between two events: between taking a Ready and
+        persisting it, between a step and the next Ready..."""
+        rng = self.rng
+        for nd in self.nodes.values():
+            if nd.doom == 0 and nd.core is not None:
+                self._crash(nd)
+            if nd.doom >= 0:
+                nd.doom -= 1
+        if rng.random() < self.opts.mid_crash:
+            lead = self._leader()
+            if lead is not None and rng.random() < 0.5:
+                self._crash(lead)
+            else:
+                alive = self._alive()
+                if alive:
+                    self._crash(rng.choice(alive))
 
     def _tick(self) -> None:
         self.round += 1
