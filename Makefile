@@ -52,3 +52,6 @@ sim: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# Docker targets (docker-build, docker-up, docker-down, docker-test) live in docker/docker.mk.
+-include docker/docker.mk
