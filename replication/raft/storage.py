@@ -83,6 +83,12 @@ def bootstrap_entries(voters: Iterable[int]) -> list[Entry]:
 class MemoryStorage:
     """An in-memory ``Storage`` that also offers the writes a driver performs.
 
+    ``MemoryStorage(conf_state)`` puts the configuration in an empty snapshot at
+    index 0: fine for a fixed membership (most unit tests). A cluster that will
+    add nodes must start from ``MemoryStorage.bootstrap(voters)`` instead: a
+    joining node starts with an empty configuration and rebuilds it from the
+    configuration entries the leader sends, so the first one must be in the log.
+
     ``_ents[0]`` is a dummy entry holding the snapshot's index and term.
     """
 
