@@ -1047,16 +1047,21 @@ class RaftCore:
         """Is there work for the driver? Always False while a Ready is outstanding."""
         if self._outstanding is not None:
             return False
-        return bool(
+        log = self.log
+        if (
             self.msgs
             or self.msgs_after_append
             or self.read_states
-            or self.log.unstable.entries
-            or self.log.unstable.snapshot is not None
-            or self.log.has_next_committed_ents()
-            or self.soft_state() != self._prev_soft
-            or self.hard_state() != self._prev_hard
-        )
+            or log.unstable.entries
+            or log.unstable.snapshot is not None
+        ):
+            return True
+        ps, ph = self._prev_soft, self._prev_hard
+        if ps.leader != self.lead or ps.role is not self.role:
+            return True
+        if ph.term != self.term or ph.vote != self.vote or ph.commit != log.committed:
+            return True
+        return log.committed > log.applying and log.has_next_committed_ents()
 
     def take_messages(self) -> list[Message]:
         """Messages that may be sent right away, without waiting for ``ready()``.

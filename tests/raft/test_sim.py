@@ -7,8 +7,8 @@ import pytest
 
 from tests.raft.sim import Sim, SimOptions, replay_command, run_seed
 
-CI_SEEDS = 500  # per cluster size
-CHUNK = 50
+CI_SEEDS = 1000  # per cluster size
+CHUNK = 100
 
 # (seed, nodes, randomize) triples that once failed; the comment names what they
 # found. A seed replays the simulator as it is now, which may differ from when it
