@@ -33,6 +33,7 @@ from replication.noop import NoopReplicator
 from replication.raft.members import MemberInfo
 from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.raft.snapshots import StateMachine
+from replication.raft.transport import GRPC_OPTIONS as PEER_GRPC_OPTIONS
 from replication.replicator import Rejected, RejectReason, Replicator
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ class Node:
     def peer_channel(self, address: str) -> grpc.aio.Channel:
         channel = self._peer_channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = grpc.aio.insecure_channel(address, options=PEER_GRPC_OPTIONS)
             self._peer_channels[address] = channel
         return channel
 

@@ -32,6 +32,11 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 256 << 20),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
+    # gRPC's own reconnect backoff grows to 2 minutes by default: a peer that
+    # was down for a while would then wait that long to hear from its leader.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import grpc
+import pytest
 
 from proto import kv_pb2, kv_pb2_grpc
 from tests.harness import LocalCluster, wait_until
@@ -42,6 +43,7 @@ def _contents(cluster: LocalCluster, name: str) -> dict[str, list[tuple[str, byt
         }
 
 
+@pytest.mark.timeout(400)  # 50,000 Raft entries on a shared 2-core machine
 def test_lagging_follower_catches_up_by_install_snapshot(
     make_cluster: Callable[..., LocalCluster],
 ) -> None:
