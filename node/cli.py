@@ -164,12 +164,15 @@ def _run_node(args: argparse.Namespace) -> int:
     )
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
     from node.backup import RestoreError
-    from node.server import serve
+    from node.server import DataDirMismatch, serve
 
     try:
         asyncio.run(serve(config))
     except RestoreError as exc:
         print(f"error: cannot restore: {exc}", file=sys.stderr)
+        return 2
+    except DataDirMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -79,6 +79,26 @@ def _default_replicator(
     )
 
 
+class DataDirMismatch(Exception):
+    """The data directory was written by a different kind of node."""
+
+
+def check_data_dir_kind(config: NodeConfig) -> None:
+    """A single node's data cannot silently become a cluster member's, nor the
+    reverse: their logs number frames differently."""
+    raft_dir = config.data_dir / "raft"
+    frame_log = config.data_dir / "log"
+    if not config.clustered and raft_dir.exists():
+        raise DataDirMismatch(
+            f"{config.data_dir} belongs to a cluster member: start it with --peers or --join"
+        )
+    if config.clustered and not raft_dir.exists() and any(frame_log.glob("*.seg")):
+        raise DataDirMismatch(
+            f"{config.data_dir} holds a single node's data: to make it a cluster, back it up "
+            "(shardlite backup) and start the new cluster with --restore"
+        )
+
+
 def _version() -> str:
     try:
         return importlib.metadata.version("shardlite")
@@ -113,9 +133,21 @@ class Node:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         restored = self._restore_once()
         if self._replicator_factory is None:
+            check_data_dir_kind(config)
             self.replicator = _default_replicator(config, ShardSnapshots(self), restored)
         else:
             self.replicator = self._replicator_factory(config)
+        marker = read_applied_marker(config.data_dir)
+        if marker > self.replicator.status().last_index:
+            # New frames would get indices the shards already count as applied
+            # and be skipped: refuse rather than lose writes.
+            await self.replicator.close()
+            raise DataDirMismatch(
+                f"{config.data_dir}: its shards were applied up to index {marker} but the "
+                f"{self.replicator.status().kind} log ends at "
+                f"{self.replicator.status().last_index}; this data directory belongs to "
+                "another setup (single node vs cluster?)"
+            )
         self.applier = Applier(
             self.store, self.replicator, config.data_dir, config.request_retention
         )

@@ -129,3 +129,33 @@ def test_writes_after_shutdown_began_are_refused_cleanly(
     with pytest.raises(ClientError) as failure:
         c.put("after", b"v")
     assert failure.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def test_a_data_dir_cannot_silently_change_kind(
+    start_node: Callable[..., NodeProcess], tmp_path: Path
+) -> None:
+    """Single-node data started as a cluster member (or the reverse) would number
+    new frames below what the shards already applied: refused with a reason."""
+    import subprocess
+    import sys
+
+    node = start_node()
+    with node.client() as c:
+        for i in range(5):
+            c.put(f"k{i}", b"v")
+    node.terminate()
+    as_member = subprocess.run(
+        [sys.executable, "-m", "node.cli", "node", "--id", "n1", "--data", str(node.data_dir),
+         "--listen", "127.0.0.1:0", "--peers", "n1=127.0.0.1:1"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert as_member.returncode == 2
+    assert b"holds a single node's data" in as_member.stderr
+    (tmp_path / "member" / "raft").mkdir(parents=True)
+    as_single = subprocess.run(
+        [sys.executable, "-m", "node.cli", "node", "--data", str(tmp_path / "member"),
+         "--listen", "127.0.0.1:0"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert as_single.returncode == 2
+    assert b"belongs to a cluster member" in as_single.stderr
