@@ -23,6 +23,7 @@ from pathlib import Path
 
 from node.names import org_dir
 from node.shard import Shard
+from replication.durable import fsync_path
 
 SHARD_SUFFIX = ".db"
 
@@ -85,8 +86,8 @@ class ShardStore:
             shard = Shard(path, self.busy_timeout_ms)
             if not exists:
                 # Make the new file's directory entry durable too.
-                _fsync_dir(path.parent)
-                _fsync_dir(self.root)
+                fsync_path(path.parent)
+                fsync_path(self.root)
             shard.pins = 1
             self._open[name] = shard
             return shard
@@ -161,7 +162,7 @@ class ShardStore:
                 os.replace(new_root, self.root)
             else:
                 self.root.mkdir(parents=True)
-            _fsync_dir(self.root.parent)
+            fsync_path(self.root.parent)
             shutil.rmtree(old, ignore_errors=True)
 
     def _finish_interrupted_swap(self) -> None:
@@ -178,11 +179,3 @@ class ShardStore:
             self._open.clear()
         for shard in shards:
             shard.close()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

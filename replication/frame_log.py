@@ -21,6 +21,8 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from replication.durable import fsync_path, write_all
+
 HEADER = struct.Struct("<IIQ")
 SEGMENT_SUFFIX = ".seg"
 MAX_RECORD_BYTES = 1 << 30
@@ -39,14 +41,6 @@ class IndexOutOfRange(Exception):
 
 def _checksum(index: int, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(index.to_bytes(8, "little")))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -130,7 +124,7 @@ class FrameLog:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.fsync(fd)
         os.close(fd)
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         return _Segment(path, first_index)
 
     # -- properties -------------------------------------------------------
@@ -174,9 +168,7 @@ class FrameLog:
             chunks.append(payload)
             offsets.append(pos)
             pos += HEADER.size + len(payload)
-        view = memoryview(b"".join(chunks))
-        while view:
-            view = view[os.write(self._writer, view) :]
+        write_all(self._writer, b"".join(chunks))
         os.fsync(self._writer)
         with self._lock:
             segment.offsets.extend(offsets)
@@ -234,7 +226,7 @@ class FrameLog:
         for segment in doomed:
             segment.path.unlink(missing_ok=True)
         if doomed:
-            _fsync_dir(self.directory)
+            fsync_path(self.directory)
         return first
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from proto import raft_pb2
+from replication.durable import fsync_tree
 
 CHUNK = 1 << 20
 MANIFEST = "manifest.json"
@@ -56,21 +57,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def seal(directory: Path, index: int) -> bytes:
     """Write the manifest of `directory`'s files, fsync everything, and return
     the manifest bytes (the Raft snapshot's data)."""
@@ -82,7 +68,7 @@ def seal(directory: Path, index: int) -> bytes:
         {"index": index, "files": [e.__dict__ for e in entries]}, sort_keys=True
     ).encode()
     (directory / MANIFEST).write_bytes(manifest)
-    _fsync_tree(directory)
+    fsync_tree(directory)
     return manifest
 
 
@@ -170,7 +156,7 @@ async def receive_files(
         if missing:
             raise SnapshotError(f"snapshot {index} stream ended without {sorted(missing)}")
         (staging / MANIFEST).write_bytes(message.snapshot.data)
-        await asyncio.to_thread(_fsync_tree, staging)
+        await asyncio.to_thread(fsync_tree, staging)
         final = incoming / str(index)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)

@@ -23,6 +23,8 @@ import threading
 import zlib
 from pathlib import Path
 
+from replication.durable import fsync_path, write_all
+
 from .messages import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from .storage import MemoryStorage
 
@@ -43,14 +45,6 @@ WAL_NAME = "raft.wal"
 
 class CorruptWal(Exception):
     """The WAL is damaged somewhere a crash cannot have damaged it."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _record(kind: int, payload: bytes) -> bytes:
@@ -202,7 +196,7 @@ class DiskStorage(MemoryStorage):
             records.append(_record(HARDSTATE, HARD_STATE.pack(*_hs_tuple(hard_state))))
         if not records:
             return
-        _write_all(self._fd, b"".join(records))
+        write_all(self._fd, b"".join(records))
         if sync:
             os.fsync(self._fd)
         with self._lock:
@@ -243,12 +237,12 @@ class DiskStorage(MemoryStorage):
         tmp = self.directory / (WAL_NAME + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, b"".join(records))
+            write_all(fd, b"".join(records))
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
@@ -257,12 +251,6 @@ class DiskStorage(MemoryStorage):
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _hs_tuple(hs: HardState) -> tuple[int, int, int]:
