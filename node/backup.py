@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from replication.raft.snapshots import MANIFEST, read_manifest, seal
+from replication.raft.snapshots import SnapshotError, seal, verify_dir
 
 if TYPE_CHECKING:
     from node.server import Node
@@ -37,20 +37,10 @@ async def make_backup(node: Node, into: Path) -> bytes:
 
 def verify(backup: Path) -> int:
     """Check every file against the manifest; the backup's index."""
-    import hashlib
-
     try:
-        index, files = read_manifest((backup / MANIFEST).read_bytes())
-    except FileNotFoundError:
-        raise RestoreError(f"{backup} has no {MANIFEST}: not a shardlite backup") from None
-    for entry in files:
-        path = backup / entry.path
-        if not path.is_file() or path.stat().st_size != entry.size:
-            raise RestoreError(f"{path} is missing or has the wrong size")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != entry.sha256:
-            raise RestoreError(f"{path} does not match its checksum")
-    return index
+        return verify_dir(backup)
+    except SnapshotError as exc:
+        raise RestoreError(f"{backup} is not a usable backup: {exc}") from None
 
 
 def restore(backup: Path, data_dir: Path) -> int:

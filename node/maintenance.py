@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from node.backup import make_backup
 from proto import kv_pb2
-from replication.raft.snapshots import CHUNK, read_manifest
+from replication.raft.snapshots import file_blocks
 
 if TYPE_CHECKING:
     from node.server import Node
@@ -27,18 +27,9 @@ class MaintenanceService:
         try:
             manifest = await make_backup(self.node, workdir)
             yield kv_pb2.BackupChunk(manifest=manifest)
-            _, files = read_manifest(manifest)
-            for entry in files:
-                offset = 0
-                with open(workdir / entry.path, "rb") as f:  # noqa: ASYNC230 - reads go to a thread
-                    while True:
-                        block = await asyncio.to_thread(f.read, CHUNK)
-                        last = offset + len(block) >= entry.size
-                        yield kv_pb2.BackupChunk(
-                            path=entry.path, offset=offset, data=block, last_of_file=last
-                        )
-                        offset += len(block)
-                        if last:
-                            break
+            async for entry, offset, block, last in file_blocks(workdir, manifest):
+                yield kv_pb2.BackupChunk(
+                    path=entry.path, offset=offset, data=block, last_of_file=last
+                )
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -87,29 +87,53 @@ def _safe_relative(path: str) -> Path:
     return rel
 
 
-async def stream_files(
-    directory: Path, first: raft_pb2.RaftMessage, data: bytes
-) -> AsyncIterator[raft_pb2.SnapshotChunk]:
-    """The chunks of a snapshot stream: the message, then every file."""
-
-    _, entries = read_manifest(data)
-    yield raft_pb2.SnapshotChunk(message=first)
+async def file_blocks(
+    directory: Path, manifest: bytes
+) -> AsyncIterator[tuple[FileEntry, int, bytes, bool]]:
+    """Every file the manifest lists, as (file, offset, block, is_last) in
+    CHUNK-sized blocks, read on a worker thread."""
+    _, entries = read_manifest(manifest)
     for entry in entries:
-        path = directory / _safe_relative(entry.path)
         offset = 0
+        path = directory / _safe_relative(entry.path)
         with open(path, "rb") as f:  # noqa: ASYNC230 - open is cheap; reads go to a thread
             while True:
                 block = await asyncio.to_thread(f.read, CHUNK)
                 last = offset + len(block) >= entry.size
-                chunk = raft_pb2.SnapshotChunk(path=entry.path, offset=offset, data=block)
-                if last:
-                    chunk.last_of_file = True
-                    chunk.file_size = entry.size
-                    chunk.sha256 = bytes.fromhex(entry.sha256)
-                yield chunk
+                yield entry, offset, block, last
                 offset += len(block)
                 if last:
                     break
+
+
+async def stream_files(
+    directory: Path, first: raft_pb2.RaftMessage, data: bytes
+) -> AsyncIterator[raft_pb2.SnapshotChunk]:
+    """The chunks of a snapshot stream: the message, then every file."""
+    yield raft_pb2.SnapshotChunk(message=first)
+    async for entry, offset, block, last in file_blocks(directory, data):
+        chunk = raft_pb2.SnapshotChunk(path=entry.path, offset=offset, data=block)
+        if last:
+            chunk.last_of_file = True
+            chunk.file_size = entry.size
+            chunk.sha256 = bytes.fromhex(entry.sha256)
+        yield chunk
+
+
+def verify_dir(directory: Path) -> int:
+    """Check every file of a snapshot or backup directory against its manifest;
+    returns its index. Raises SnapshotError on any difference."""
+    try:
+        index, entries = read_manifest((directory / MANIFEST).read_bytes())
+    except FileNotFoundError:
+        raise SnapshotError(f"{directory} has no {MANIFEST}") from None
+    for entry in entries:
+        path = directory / _safe_relative(entry.path)
+        if not path.is_file() or path.stat().st_size != entry.size:
+            raise SnapshotError(f"{path} is missing or has the wrong size")
+        if _sha256(path) != entry.sha256:
+            raise SnapshotError(f"{path} does not match its checksum")
+    return index
 
 
 async def receive_files(
