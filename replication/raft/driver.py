@@ -213,6 +213,9 @@ class RaftDriver:
             else:
                 for i, (_, f) in enumerate(live):
                     f.set_result((proposed.term, proposed.first_index + i))
+        # Reads whose answer was lost (and whose callers gave up) are forgotten.
+        for ctx in [c for c, fs in self._read_waiters.items() if all(f.done() for f in fs)]:
+            del self._read_waiters[ctx]
         waiting, self._reads = self._reads, []
         reads = [r for r in waiting if not r.done()]
         if reads:
