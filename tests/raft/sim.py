@@ -98,6 +98,20 @@ class SimOptions:
     randomize: bool = True
 
     def randomized(self, rng: random.Random) -> SimOptions:
+        if rng.random() < 0.3:
+            # Leader churn: leaders die young, one entry per append, one append
+            # in flight, crashes between any two events. Old-term entries end up
+            # on a majority while newer ones are scattered (Figure 8, §5.4.2).
+            return dataclasses.replace(
+                self,
+                doomed_leader=rng.choice([0.5, 0.9]),
+                max_size_per_msg=1,
+                max_inflight_msgs=rng.choice([1, 2]),
+                mid_crash=0.01,
+                crash=0.02,
+                restart=0.3,
+                conf_change=rng.choice([0.0, 0.03]),
+            )
         return dataclasses.replace(
             self,
             drop=rng.choice([0.0, 0.02, 0.05, 0.1, 0.2]),
