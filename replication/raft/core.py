@@ -38,6 +38,7 @@ from .errors import (
 )
 from .log import RaftLog
 from .messages import (
+    LOCAL_MESSAGES,
     NONE,
     ConfChange,
     ConfState,
@@ -623,7 +624,10 @@ class RaftCore:
             self._step_leader(Message(MT.SNAP_STATUS, self.id, nid, reject=not success))
 
     def step(self, m: Message) -> None:
-        """Process one message from a peer (or a local message)."""
+        """Process one message from a peer. Local-only message types (see
+        ``LOCAL_MESSAGES``) are refused, except HUP (the same as ``campaign()``)."""
+        if m.type in LOCAL_MESSAGES and m.type is not MT.HUP:
+            raise ValueError(f"{m.type.name} is a local message; use the RaftCore method")
         if m.term == 0:
             pass  # local message, or a forwarded READ_INDEX
         elif m.term > self.term:

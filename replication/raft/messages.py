@@ -55,16 +55,6 @@ LOCAL_MESSAGES = frozenset(
     }
 )
 
-RESPONSE_MESSAGES = frozenset(
-    {
-        MessageType.APP_RESP,
-        MessageType.VOTE_RESP,
-        MessageType.PRE_VOTE_RESP,
-        MessageType.HEARTBEAT_RESP,
-        MessageType.READ_INDEX_RESP,
-    }
-)
-
 
 class EntryType(enum.IntEnum):
     """What an entry's ``data`` holds."""

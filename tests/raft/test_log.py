@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from replication.raft import (
+    Config,
     ConfState,
     Entry,
     HardState,
     MemoryStorage,
     Message,
     MessageType,
+    RaftCore,
     Role,
     SoftState,
 )
@@ -182,3 +186,36 @@ def test_status_reports_progress_on_leader() -> None:
     assert (s.role, s.term, s.leader, s.commit, s.applied) == (Role.LEADER, 1, 1, 1, 1)
     assert s.voters == {1}
     assert s.progress[1].match == 1
+
+
+def test_step_refuses_local_messages() -> None:
+    """Local message types never come from the network (etcd's ErrStepLocalMsg)."""
+    r = new_core(1)
+    with pytest.raises(ValueError, match="local message"):
+        r.step(msg(MT.CHECK_QUORUM, 1, 1))
+
+
+def test_logger_lines_have_a_fixed_format() -> None:
+    """The core logs through the injected logger, in fixed lines a test can assert."""
+    lines: list[str] = []
+
+    class Capture:
+        def debug(self, m: str, *a: object) -> None:
+            pass
+
+        def info(self, m: str, *a: object) -> None:
+            lines.append(m % a)
+
+        def warning(self, m: str, *a: object) -> None:
+            lines.append(m % a)
+
+    r = RaftCore(
+        Config(id=1, storage=MemoryStorage(ConfState(frozenset({1}))), logger=Capture()),
+        random.Random(0),
+    )
+    r.campaign()
+    read_messages(r)
+
+    assert "1 became pre-candidate at term 0" in lines
+    assert "1 became candidate at term 1" in lines
+    assert "1 became leader at term 1" in lines
