@@ -38,6 +38,7 @@ from .errors import (
 )
 from .log import RaftLog
 from .messages import (
+    ENTRY_OVERHEAD,
     LOCAL_MESSAGES,
     NONE,
     ConfChange,
@@ -319,7 +320,8 @@ class RaftCore:
                 commit=self.log.committed,
             )
         )
-        pr.update_on_entries_send(len(ents), sum(e.size() for e in ents), pr.next)
+        size = sum(len(e.data) for e in ents) + ENTRY_OVERHEAD * len(ents)
+        pr.update_on_entries_send(len(ents), size, pr.next)
         return True
 
     def _maybe_send_snapshot(self, to: int, pr: Progress) -> bool:

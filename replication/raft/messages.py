@@ -64,6 +64,10 @@ class EntryType(enum.IntEnum):
     EMPTY = 2  # the empty entry a new leader appends in its term (§5.4.2, §8); no data
 
 
+ENTRY_OVERHEAD = 16
+"""Bytes an entry counts for beyond its data (flow control, message size)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     term: int
@@ -73,7 +77,7 @@ class Entry:
 
     def size(self) -> int:
         """Bytes counted against message-size and in-flight limits."""
-        return len(self.data) + 16
+        return len(self.data) + ENTRY_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)

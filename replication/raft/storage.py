@@ -12,6 +12,7 @@ from typing import Protocol
 
 from .errors import CompactedError, SnapshotTemporarilyUnavailableError, UnavailableError
 from .messages import (
+    ENTRY_OVERHEAD,
     ConfChange,
     ConfChangeType,
     ConfState,
@@ -56,12 +57,13 @@ class Storage(Protocol):
 
 
 def limit_size(ents: list[Entry], max_size: int | None) -> list[Entry]:
-    """The longest prefix of ``ents`` within ``max_size`` bytes, but at least one entry."""
+    """The longest prefix of ``ents`` within ``max_size`` bytes (as counted by
+    ``Entry.size()``), but at least one entry."""
     if max_size is None or len(ents) <= 1:
         return ents
     size = 0
     for i, e in enumerate(ents):
-        size += e.size()
+        size += len(e.data) + ENTRY_OVERHEAD
         if size > max_size and i > 0:
             return ents[:i]
     return ents

@@ -751,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     t0 = time.monotonic()
     runs = 0
+    totals: dict[str, int] = {}
+    max_heal = 0
     for n in sizes:
         for seed in seeds:
             runs += 1
@@ -771,8 +773,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 if args.seed is not None:
                     print(st)
+                for k, v in dataclasses.asdict(st).items():
+                    if k not in ("seed", "nodes"):
+                        totals[k] = totals.get(k, 0) + v
+                max_heal = max(max_heal, st.heal_ticks)
     dt = time.monotonic() - t0
     print(f"{runs - failures}/{runs} runs clean (sizes {sizes}) in {dt:.1f}s")
+    if totals:
+        print(
+            "totals: "
+            + " ".join(f"{k}={v}" for k, v in totals.items())
+            + f"; slowest recovery after healing: {max_heal} ticks"
+        )
     return 1 if failures else 0
 
 
