@@ -110,7 +110,7 @@ class SimOptions:
                 mid_crash=0.01,
                 crash=0.02,
                 restart=0.3,
-                conf_change=rng.choice([0.0, 0.03]),
+                conf_change=rng.choice([0.03, 0.1]),
             )
         return dataclasses.replace(
             self,
@@ -126,7 +126,7 @@ class SimOptions:
             partition=rng.choice([0.0, 0.02, 0.05, 0.1]),
             heal=rng.choice([0.05, 0.1, 0.2]),
             propose=rng.choice([0.2, 0.4, 0.8]),
-            conf_change=rng.choice([0.0, 0.03, 0.08]),
+            conf_change=rng.choice([0.02, 0.05, 0.1, 0.2]),
             compact=rng.choice([0.0, 0.05, 0.2]),
             max_inflight_msgs=rng.choice([1, 2, 4, 256]),
             max_size_per_msg=rng.choice([1, 64, 256, 1 << 16]),
@@ -446,6 +446,12 @@ class Sim:
                 sender.report_snapshot(m.to, not lost)
                 self._check_node(self.nodes[m.frm])
         if lost:
+            if m.type is MT.APP and (nd is None or nd.core is None or (m.frm, m.to) in self.cut):
+                # A broken stream is something the transport notices.
+                sender = self.nodes[m.frm].core
+                if sender is not None and self.rng.random() < 0.5:
+                    sender.report_unreachable(m.to)
+                    self._check_node(self.nodes[m.frm])
             return
         assert nd is not None
         assert nd.core is not None
