@@ -25,8 +25,10 @@ tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md proto no
 
 mkdir -p "$out"
 rm -f "$out"/shardlite-*.whl
-# (setuptools' deprecation chatter is shown only when the build fails)
-if ! "$pip" wheel --quiet --disable-pip-version-check --no-deps -w "$out" "$src" \
+# (setuptools' deprecation chatter is shown only when the build fails; a fixed
+# SOURCE_DATE_EPOCH makes the wheel byte-identical for the same sources, so the image
+# build's layer cache holds when nothing changed)
+if ! SOURCE_DATE_EPOCH=315532800 "$pip" wheel --quiet --disable-pip-version-check --no-deps -w "$out" "$src" \
     >"$src.log" 2>&1; then
     cat "$src.log" >&2
     rm -f "$src.log"

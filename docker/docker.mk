@@ -5,6 +5,7 @@
 #   make docker-up      build if needed, start 3 nodes, wait for health and a leader
 #   make docker-down    stop and remove the containers and network (volumes kept)
 #   make docker-clean   the same, and remove the volumes (all data)
+#   make docker-rmi     remove the images these targets built (the next build is cold)
 #   make docker-test    the docker test suite (tests/docker) in a private compose project
 #
 # With a registry: make docker-up DOCKER_BASE=python:3.11-slim (no debootstrap).
@@ -12,6 +13,8 @@
 DOCKER_LOCAL_BASE ?= shardlite-base:bookworm
 DOCKER_BASE       ?= $(DOCKER_LOCAL_BASE)
 DOCKER_IMAGE      ?= shardlite:latest
+# The build stage, tagged so that its layers stay cached between builds.
+DOCKER_BUILD_STAGE ?= shardlite:build
 DOCKER_PROJECT    ?= shardlite
 DOCKER_BIND       ?= 127.0.0.1
 DOCKER_PORTS      ?= 7001 7002 7003
@@ -28,12 +31,13 @@ _docker_compose = env SHARDLITE_IMAGE=$(DOCKER_IMAGE) SHARDLITE_BASE_IMAGE=$(DOC
 	$(DOCKER_COMPOSE) -f $(DOCKER_FILE) -p $(DOCKER_PROJECT)
 
 .PHONY: docker-base docker-wheels docker-build docker-up docker-down docker-clean \
-	docker-config docker-test docker-help
+	docker-config docker-rmi docker-test docker-help
 
 docker-help:
 	@echo "make docker-build  - build $(DOCKER_IMAGE) on $(DOCKER_BASE) (local base built once)"
 	@echo "make docker-up     - start the 3-node cluster on $(DOCKER_BIND):$(DOCKER_PORTS)"
 	@echo "make docker-down   - stop it (volumes kept); make docker-clean also drops the data"
+	@echo "make docker-rmi    - remove the images built here (base included)"
 	@echo "make docker-test   - build, then test the cluster in containers (tests/docker)"
 
 # The local base: only when DOCKER_BASE is it (a registry image needs no building).
@@ -47,9 +51,13 @@ endif
 docker-wheels: $(VENV)/.installed-run
 	docker/build-wheels.sh $(BIN)/pip docker/wheels
 
+# Old builds (untagged images labelled org.shardlite.stage) are pruned; nothing else.
 docker-build: docker-base docker-wheels
 	docker build --quiet -f docker/Dockerfile --build-arg BASE_IMAGE=$(DOCKER_BASE) \
-		-t $(DOCKER_IMAGE) .
+		--target build -t $(DOCKER_BUILD_STAGE) . >/dev/null
+	docker build --quiet -f docker/Dockerfile --build-arg BASE_IMAGE=$(DOCKER_BASE) \
+		-t $(DOCKER_IMAGE) . >/dev/null
+	@docker image prune --force --filter label=org.shardlite.stage >/dev/null
 	@docker image inspect -f '$(DOCKER_IMAGE): {{.Size}} bytes' $(DOCKER_IMAGE) \
 		| awk '{ printf "%s %.0f MB\n", $$1, $$2 / 1e6 }'
 
@@ -66,6 +74,11 @@ docker-down:
 
 docker-clean:
 	$(_docker_compose) down --volumes --remove-orphans
+
+# Remove the images the targets above built (for a cold build); nothing else.
+docker-rmi:
+	-docker image rm $(DOCKER_IMAGE) $(DOCKER_BUILD_STAGE) $(DOCKER_LOCAL_BASE)
+	docker image prune --force --filter label=org.shardlite.stage >/dev/null
 
 # A compose project of its own (never a user's), removed afterwards whatever happened.
 docker-test: docker-build $(VENV)/.installed-test
