@@ -97,6 +97,11 @@ def _node_parser(sub: Any) -> None:
         help="start from a backup directory (the data directory must be empty)",
     )
     p.add_argument(
+        "--fault-injection",
+        action="store_true",
+        help="serve the Faults service (network partitions on demand): tests and chaos only",
+    )
+    p.add_argument(
         "--join",
         default="",
         help="join an existing cluster through any member's address host:port",
@@ -154,6 +159,7 @@ def _run_node(args: argparse.Namespace) -> int:
         peers=parse_peers(args.peers),
         join=args.join,
         restore=args.restore,
+        fault_injection=args.fault_injection,
         advertise=args.advertise,
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,
@@ -338,6 +344,36 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _faults(args: argparse.Namespace) -> int:
+    import grpc
+
+    from proto import raft_pb2, raft_pb2_grpc
+
+    def names(value: str) -> list[str]:
+        return [n for n in value.split(",") if n]
+
+    with grpc.insecure_channel(args.endpoint) as channel:
+        stub = raft_pb2_grpc.FaultsStub(channel)
+        try:
+            if args.action == "heal":
+                reply = stub.Heal(raft_pb2.HealRequest(), timeout=args.timeout)
+            else:
+                request = raft_pb2.PartitionRequest(
+                    drop_to=names(args.drop_to), drop_from=names(args.drop_from)
+                )
+                reply = stub.Partition(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            print(f"error: {code}: {details}", file=sys.stderr)
+            return 2
+    print(
+        f"dropping to: {','.join(reply.dropping_to) or '-'}  "
+        f"from: {','.join(reply.dropping_from) or '-'}"
+    )
+    return 0
+
+
 def _leader(args: argparse.Namespace) -> int:
     with _client(args) as c:
         print(f"leader is now {c.transfer_leader(args.name)}")
@@ -382,6 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     _client_parser(sub, "health", "exit 0 if the node serves (grpc.health.v1)", _health)
     p = _client_parser(sub, "backup", "download a consistent backup of a node", _backup)
     p.add_argument("out", type=Path, help="an empty or new directory")
+    p = _client_parser(
+        sub, "faults", "partition a node (needs --fault-injection on the node)", _faults
+    )
+    p.add_argument("action", choices=("partition", "heal"))
+    p.add_argument("--drop-to", default="", help="members (comma-separated) not to send to")
+    p.add_argument("--drop-from", default="", help="members (comma-separated) not to hear")
     p = _client_parser(sub, "leader", "transfer leadership", _leader)
     p.add_argument("action", choices=("transfer",))
     p.add_argument("name", nargs="?", default="", help="target (default: most up to date)")

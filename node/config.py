@@ -35,6 +35,8 @@ class NodeConfig:
     peers: dict[str, str] = field(default_factory=dict)
     # Join an existing cluster through any member's address (host:port).
     join: str = ""
+    # Serve the Faults service (partitions on demand) for tests and chaos runs.
+    fault_injection: bool = False
     # Start a new node (or, with --peers, a new cluster) from a backup directory.
     restore: Path | None = None
     # The address peers and clients use to reach this node (default: --listen).

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from node import rpc
 from proto import raft_pb2
+from replication.raft.members import member_id
 from replication.raft.transport import RaftServicer
 
 if TYPE_CHECKING:
@@ -27,6 +30,9 @@ class PeerService(RaftServicer):
     async def Forward(
         self, request: raft_pb2.ForwardRequest, context: Any
     ) -> raft_pb2.ForwardResponse:
+        sender = dict(context.invocation_metadata() or ()).get("shardlite-forwarded-by", "")
+        if sender and member_id(sender) in self.blocked_from:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "partitioned (fault injection)")
         try:
             # Only the leader proposes; no chains of forwards.
             result = await self.node.write_here(request.frame)

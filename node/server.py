@@ -23,6 +23,7 @@ from node.backup import restore
 from node.cluster_service import ClusterService
 from node.config import NodeConfig
 from node.errors import ConditionFailedRemote, InvalidArgument, Unavailable
+from node.faults import FaultService
 from node.maintenance import MaintenanceService
 from node.peer_service import PeerService
 from node.service import KVService
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"]
 MAINTENANCE_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["Maintenance"]
+FORWARDED_BY = "shardlite-forwarded-by"
 HOUSEKEEPING_INTERVAL = 1.0
 
 ReplicatorFactory = Callable[[NodeConfig], Replicator]
@@ -174,6 +176,9 @@ class Node:
             self.peer_service = PeerService(self)
             raft_pb2_grpc.add_RaftServicer_to_server(self.peer_service, server)
             raft_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self), server)
+            if config.fault_injection:
+                raft_pb2_grpc.add_FaultsServicer_to_server(FaultService(self), server)
+                log.warning("fault injection is enabled: never do this in production")
         reflection.enable_server_reflection(
             (
                 KV_SERVICE.full_name,
@@ -284,10 +289,15 @@ class Node:
         """Run the write on the leader at `address`. None: it certainly did not
         happen there (look for the leader again); raises when the outcome is known
         to be a failure or is unknown."""
+        raft = self.raft
+        if raft is not None and raft.driver.leader in raft.driver.transport.blocked:
+            return None  # partitioned from the leader (fault injection)
         stub = raft_pb2_grpc.RaftStub(self.peer_channel(address))
         try:
             reply = await stub.Forward(
-                raft_pb2.ForwardRequest(frame=frame), timeout=max(budget, 1.0)
+                raft_pb2.ForwardRequest(frame=frame),
+                timeout=max(budget, 1.0),
+                metadata=((FORWARDED_BY, self.config.node_id),),
             )
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""

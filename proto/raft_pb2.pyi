@@ -478,3 +478,75 @@ class TransferLeaderResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransferLeaderResponse: _TypeAlias = TransferLeaderResponse  # noqa: Y015
+
+@_typing.final
+class PartitionRequest(_message.Message):
+    """Fault injection for tests and chaos runs: only served by a node started with
+    --fault-injection. Messages between this node and the named members are
+    dropped as if the network lost them (Raft traffic, forwarded writes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DROP_TO_FIELD_NUMBER: _builtins.int
+    DROP_FROM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def drop_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Drop what this node sends to these members."""
+
+    @_builtins.property
+    def drop_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Drop what these members send to this node."""
+
+    def __init__(
+        self,
+        *,
+        drop_to: _abc.Iterable[_builtins.str] | None = ...,
+        drop_from: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drop_from", b"drop_from", "drop_to", b"drop_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionRequest: _TypeAlias = PartitionRequest  # noqa: Y015
+
+@_typing.final
+class PartitionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DROPPING_TO_FIELD_NUMBER: _builtins.int
+    DROPPING_FROM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dropping_to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dropping_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        dropping_to: _abc.Iterable[_builtins.str] | None = ...,
+        dropping_from: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropping_from", b"dropping_from", "dropping_to", b"dropping_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionResponse: _TypeAlias = PartitionResponse  # noqa: Y015
+
+@_typing.final
+class HealRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealRequest: _TypeAlias = HealRequest  # noqa: Y015

@@ -388,3 +388,118 @@ class Cluster:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class FaultsStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Partition = channel.unary_unary(
+                '/shardlite.v1.Faults/Partition',
+                request_serializer=proto_dot_raft__pb2.PartitionRequest.SerializeToString,
+                response_deserializer=proto_dot_raft__pb2.PartitionResponse.FromString,
+                _registered_method=True)
+        self.Heal = channel.unary_unary(
+                '/shardlite.v1.Faults/Heal',
+                request_serializer=proto_dot_raft__pb2.HealRequest.SerializeToString,
+                response_deserializer=proto_dot_raft__pb2.PartitionResponse.FromString,
+                _registered_method=True)
+
+
+class FaultsServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Partition(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heal(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FaultsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Partition': grpc.unary_unary_rpc_method_handler(
+                    servicer.Partition,
+                    request_deserializer=proto_dot_raft__pb2.PartitionRequest.FromString,
+                    response_serializer=proto_dot_raft__pb2.PartitionResponse.SerializeToString,
+            ),
+            'Heal': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heal,
+                    request_deserializer=proto_dot_raft__pb2.HealRequest.FromString,
+                    response_serializer=proto_dot_raft__pb2.PartitionResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shardlite.v1.Faults', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shardlite.v1.Faults', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Faults:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Partition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardlite.v1.Faults/Partition',
+            proto_dot_raft__pb2.PartitionRequest.SerializeToString,
+            proto_dot_raft__pb2.PartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardlite.v1.Faults/Heal',
+            proto_dot_raft__pb2.HealRequest.SerializeToString,
+            proto_dot_raft__pb2.PartitionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -129,3 +129,34 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_raft_pb2.TransferLeaderResponse, _abc.Awaitable[_raft_pb2.TransferLeaderResponse]]: ...
 
 def add_ClusterServicer_to_server(servicer: ClusterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class FaultsStub:
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> FaultsAsyncStub: ...
+    Partition: _grpc.UnaryUnaryMultiCallable[_raft_pb2.PartitionRequest, _raft_pb2.PartitionResponse]
+    Heal: _grpc.UnaryUnaryMultiCallable[_raft_pb2.HealRequest, _raft_pb2.PartitionResponse]
+
+@_typing.type_check_only
+class FaultsAsyncStub(FaultsStub):
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    Partition: _aio.UnaryUnaryMultiCallable[_raft_pb2.PartitionRequest, _raft_pb2.PartitionResponse]  # type: ignore[assignment]
+    Heal: _aio.UnaryUnaryMultiCallable[_raft_pb2.HealRequest, _raft_pb2.PartitionResponse]  # type: ignore[assignment]
+
+class FaultsServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def Partition(
+        self,
+        request: _raft_pb2.PartitionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_raft_pb2.PartitionResponse, _abc.Awaitable[_raft_pb2.PartitionResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Heal(
+        self,
+        request: _raft_pb2.HealRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_raft_pb2.PartitionResponse, _abc.Awaitable[_raft_pb2.PartitionResponse]]: ...
+
+def add_FaultsServicer_to_server(servicer: FaultsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

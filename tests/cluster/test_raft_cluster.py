@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from node.client import SERIALIZABLE, Client, ClientError
+from proto import raft_pb2, raft_pb2_grpc
 from tests.harness import LocalCluster, wait_until
 
 NAMES = ["n1", "n2", "n3"]
@@ -203,3 +204,52 @@ def test_subscribe_on_every_node_sees_the_same_frames_across_a_restart(
     resumed = frames(follower, streams[leader][10][0], 11)
     assert resumed[:10] == streams[leader][10:]
     assert resumed[10] == (later, "after-restart")
+
+
+def _partition(cluster: LocalCluster, name: str, drop: list[str]) -> None:
+    with grpc.insecure_channel(cluster.addresses[name]) as channel:
+        raft_pb2_grpc.FaultsStub(channel).Partition(
+            raft_pb2.PartitionRequest(drop_to=drop, drop_from=drop), timeout=10
+        )
+
+
+def test_an_isolated_leader_is_replaced_and_catches_up_after_healing(
+    make_cluster: Callable[..., LocalCluster],
+) -> None:
+    cluster = make_cluster(
+        args=("--fault-injection", "--leader-wait", "2", "--propose-timeout", "2")
+    )
+    old = cluster.leader()
+    others = [n for n in NAMES if n != old]
+    with cluster.client(old, namespace="ns") as c:
+        c.put("k", b"before")
+    # Cut the leader off in both directions, on every side.
+    _partition(cluster, old, others)
+    for name in others:
+        _partition(cluster, name, [old])
+    new = cluster.leader(among=others, timeout=15)
+    with cluster.client(new, namespace="ns") as c:
+        written = c.put("k", b"after")
+    with cluster.client(old, namespace="ns", timeout=3) as c:
+        with pytest.raises(ClientError) as failure:
+            c.put("minority", b"x")
+        assert failure.value.code in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        )
+        try:
+            entry = c.get("k")
+            outcome: object = entry.value if entry else None
+        except ClientError as exc:
+            outcome = exc.code
+        assert outcome in (b"after", grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    for name in NAMES:
+        _partition(cluster, name, [])
+    with cluster.client(old, namespace="ns") as c:
+
+        def caught_up() -> bool:
+            entry = c.get("k")
+            return entry is not None and entry.version == written.version
+
+        wait_until(caught_up, 15, "the old leader to catch up")
+        assert c.get("minority") is None
