@@ -97,6 +97,11 @@ def _node_parser(sub: Any) -> None:
         help="start from a backup directory (the data directory must be empty)",
     )
     p.add_argument(
+        "--unsafe-stale-reads",
+        action="store_true",
+        help="DELIBERATELY BROKEN linearizable reads, to test the chaos checker; never use",
+    )
+    p.add_argument(
         "--fault-injection",
         action="store_true",
         help="serve the Faults service (network partitions on demand): tests and chaos only",
@@ -160,6 +165,7 @@ def _run_node(args: argparse.Namespace) -> int:
         join=args.join,
         restore=args.restore,
         fault_injection=args.fault_injection,
+        unsafe_stale_reads=args.unsafe_stale_reads,
         advertise=args.advertise,
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,

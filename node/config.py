@@ -37,6 +37,9 @@ class NodeConfig:
     join: str = ""
     # Serve the Faults service (partitions on demand) for tests and chaos runs.
     fault_injection: bool = False
+    # DELIBERATELY BROKEN: answer LINEARIZABLE reads from local state. Exists so
+    # the chaos checker can prove it catches stale reads. Never in production.
+    unsafe_stale_reads: bool = False
     # Start a new node (or, with --peers, a new cluster) from a backup directory.
     restore: Path | None = None
     # The address peers and clients use to reach this node (default: --listen).

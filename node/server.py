@@ -366,7 +366,7 @@ class Node:
     async def wait_readable(self, consistency: int) -> None:
         """LINEARIZABLE: wait until this node applied everything committed before
         the read began (ReadIndex, dissertation §6.4). SERIALIZABLE: no wait."""
-        if consistency != kv_pb2.LINEARIZABLE:
+        if consistency != kv_pb2.LINEARIZABLE or self.config.unsafe_stale_reads:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.leader_wait
