@@ -262,6 +262,7 @@ def _status(args: argparse.Namespace) -> int:
         "replicator",
         "role",
         "leader",
+        "leader_address",
         "term",
         "commit_index",
         "applied_index",

@@ -153,4 +153,5 @@ class KVService:
             commit_index=status.commit_index,
             first_index=status.first_index,
             members=list(status.members),
+            leader_address=self.node.raft.leader_address if self.node.raft else self.node.advertise,
         )

@@ -461,6 +461,7 @@ class StatusResponse(_message.Message):
     COMMIT_INDEX_FIELD_NUMBER: _builtins.int
     FIRST_INDEX_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
+    LEADER_ADDRESS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     replicator: _builtins.str
     role: _builtins.str
@@ -473,6 +474,8 @@ class StatusResponse(_message.Message):
     commit_index: _builtins.int
     first_index: _builtins.int
     """Oldest index Subscribe can still stream."""
+    leader_address: _builtins.str
+    """Where the leader serves (clients may send writes there directly)."""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -490,10 +493,11 @@ class StatusResponse(_message.Message):
         commit_index: _builtins.int = ...,
         first_index: _builtins.int = ...,
         members: _abc.Iterable[_builtins.str] | None = ...,
+        leader_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "commit_index", b"commit_index", "data_dir", b"data_dir", "first_index", b"first_index", "leader", b"leader", "members", b"members", "node_id", b"node_id", "open_shards", b"open_shards", "replicator", b"replicator", "role", b"role", "term", b"term", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_index", b"applied_index", "commit_index", b"commit_index", "data_dir", b"data_dir", "first_index", b"first_index", "leader", b"leader", "leader_address", b"leader_address", "members", b"members", "node_id", b"node_id", "open_shards", b"open_shards", "replicator", b"replicator", "role", b"role", "term", b"term", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

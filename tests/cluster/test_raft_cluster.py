@@ -28,6 +28,7 @@ def test_elects_one_leader_and_every_node_reads_every_write(
             status = c.status()
         roles[name] = status.role
         assert status.replicator == "raft"
+        assert status.leader_address == cluster.addresses[leader]
         assert sorted(status.members) == NAMES
     assert sorted(roles.values()) == ["follower", "follower", "leader"]
 
