@@ -124,6 +124,8 @@ class RaftDriver:
         """Resolves with `index` when the entry (term, index) commits; raises
         ProposalDroppedError(NOT_LEADER) if another entry commits there instead."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # The caller may give up (a timeout) before the outcome is known.
+        future.add_done_callback(_retrieve)
         if index <= self.commit_published:
             try:
                 same = self.storage.term(index) == term
@@ -343,3 +345,9 @@ class RaftDriver:
         async with self.committed:
             self.committed.notify_all()
         await asyncio.to_thread(self.storage.close)
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    """Mark an outcome nobody may wait for any more as seen (no asyncio warning)."""
+    if not future.cancelled():
+        future.exception()
