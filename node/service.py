@@ -128,7 +128,9 @@ class KVService:
     async def Subscribe(
         self, request: kv_pb2.SubscribeRequest, context: Any
     ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
-        start = request.from_index or self.node.replicator.status().last_index + 1
+        # 0: from the next frame to commit (entries in the log but not yet committed
+        # included: they have not been streamed to anyone yet).
+        start = request.from_index or self.node.replicator.status().commit_index + 1
         try:
             async for index, frame in self.node.replicator.subscribe(start):
                 if frame is not None:
