@@ -163,7 +163,8 @@ class ShardStore:
             else:
                 self.root.mkdir(parents=True)
             fsync_path(self.root.parent)
-            shutil.rmtree(old, ignore_errors=True)
+        # Outside the lock: reads (on the event loop) need not wait for this.
+        shutil.rmtree(old, ignore_errors=True)
 
     def _finish_interrupted_swap(self) -> None:
         old = self.root.with_name(self.root.name + ".old")
