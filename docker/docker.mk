@@ -86,6 +86,7 @@ docker-test: docker-build $(VENV)/.installed-test
 	echo "docker-test: compose project $$project"; \
 	trap 'docker/cleanup.sh $$project $(DOCKER_COMPOSE) -f $(DOCKER_FILE)' INT TERM; \
 	SHARDLITE_TEST_PROJECT=$$project SHARDLITE_TEST_IMAGE=$(DOCKER_IMAGE) \
+	SHARDLITE_TEST_BASE_IMAGE=$(DOCKER_BASE) \
 	SHARDLITE_TEST_COMPOSE="$(DOCKER_COMPOSE)" \
 		$(BIN)/pytest tests/docker -p no:cacheprovider --timeout 420 $(PYTEST_ARGS); \
 	rc=$$?; \

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
 SERVICES = ("n1", "n2", "n3")
 IMAGE = os.environ.get("SHARDLITE_TEST_IMAGE", "shardlite:latest")
+# Only used if compose decides to build (the tests run with --no-build).
+BASE_IMAGE = os.environ.get("SHARDLITE_TEST_BASE_IMAGE", "shardlite-base:bookworm")
 # Unique to this run (make docker-test sets it, so it can clean up after pytest too).
 PROJECT = os.environ.get("SHARDLITE_TEST_PROJECT") or f"shardlite-test-{uuid.uuid4().hex[:10]}"
 TEST_LABEL = f"shardlite.test={PROJECT}"
@@ -107,6 +109,7 @@ class ComposeCluster:
         self.env = {
             **os.environ,
             "SHARDLITE_IMAGE": IMAGE,
+            "SHARDLITE_BASE_IMAGE": BASE_IMAGE,
             "SHARDLITE_BIND": "127.0.0.1",
             "SHARDLITE_RESTART": "no",  # the test restarts what it kills, when it wants
             **{f"SHARDLITE_PORT_{name.upper()}": str(port) for name, port in self.ports.items()},
