@@ -136,7 +136,7 @@ class ComposeCluster:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
 
     def container(self, service: str) -> str:
-        ids = self.compose("ps", "--quiet", service, timeout=30).split()
+        ids = self.compose("ps", "--all", "--quiet", service, timeout=30).split()
         assert len(ids) == 1, f"{service}: containers {ids}"
         return ids[0]
 
