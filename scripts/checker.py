@@ -184,35 +184,61 @@ State = tuple[bool, "str | None", int, int]
 INITIAL: State = (False, None, 0, 0)
 
 
-def step(state: State, k: KeyOp) -> tuple[bool, State]:
+def _condition(state: State, cond: int | None, known: frozenset[int]) -> list[tuple[bool, State]]:
+    """Whether `cond` holds in `state`, as the possible (holds, state) pairs.
+    Two answers when the key was written by an indeterminate put whose version
+    nobody saw: it may be `cond` (then the state learns it), unless `cond` is
+    the version of another write of this key."""
+    present, value, version, floor = state
+    if cond is None:
+        return [(True, state)]
+    if cond == 0:
+        return [(not present, state)]
+    if not present:
+        return [(False, state)]
+    if version >= 0:
+        return [(version == cond, state)]
+    if cond in known or cond <= floor:
+        return [(False, state)]
+    return [(False, state), (True, (present, value, cond, cond))]
+
+
+def step(state: State, k: KeyOp, known: frozenset[int] = frozenset()) -> list[State]:
+    """The states `k` can lead to from `state` (none: it cannot be linearized here)."""
     present, value, version, floor = state
     if k.kind == READ:
         if not k.found:
-            return (not present), state
-        return (present and value == k.value and version == k.index), state
-    if k.cond is None:
-        cond_ok = True
-    elif k.cond == 0:
-        cond_ok = not present
-    else:
-        cond_ok = present and version == k.cond
-    if k.kind == REFUSED:
-        return (not cond_ok), state
-    if not cond_ok:
-        # ok (or proven) writes needed their condition; an indeterminate one
-        # that meets a false condition just fails, with no effect.
-        return (k.status == INFO and not k.must), state
-    if k.kind == ASSERT:
-        return True, state
-    if k.deleted is not None and k.deleted != present:
-        return False, state
-    if k.index:
-        if k.index <= floor:
-            return False, state  # versions of a key strictly increase
-        floor = k.index
-    if k.kind == DELETE:
-        return True, (False, None, 0, floor)
-    return True, (True, k.value, k.index or -1, floor)
+            return [] if present else [state]
+        if present and value == k.value and version == k.index:
+            return [state]
+        return []
+    out: list[State] = []
+    for holds, s in _condition(state, k.cond, known):
+        if k.kind == REFUSED:
+            if not holds:
+                out.append(s)
+            continue
+        if not holds:
+            # ok (or proven) writes needed their condition; an indeterminate
+            # one that meets a false condition just fails, with no effect.
+            if k.status == INFO and not k.must:
+                out.append(s)
+            continue
+        if k.kind == ASSERT:
+            out.append(s)
+            continue
+        if k.deleted is not None and k.deleted != s[0]:
+            continue
+        floor = s[3]
+        if k.index:
+            if k.index <= floor:
+                continue  # versions of a key strictly increase
+            floor = k.index
+        if k.kind == DELETE:
+            out.append((False, None, 0, floor))
+        else:
+            out.append((True, k.value, k.index or -1, floor))
+    return out
 
 
 def partition(history: Iterable[Op]) -> dict[str, list[KeyOp]]:
@@ -310,6 +336,7 @@ def search(
     deadline: float = INF,
 ) -> SearchResult:
     n = len(kops)
+    known = frozenset(k.index for k in kops if k.kind == PUT and k.index)
     events = sorted(
         [(k.invoke, 0, i) for i, k in enumerate(kops)]
         + [(k.complete, 1, i) for i, k in enumerate(kops)]
@@ -355,24 +382,25 @@ def search(
             return SearchResult(None, steps, best, best_state, stuck)
         i = ev_op[entry]
         if not ev_ret[entry]:
-            accepted, new_state = step(state, kops[i])
-            if accepted:
-                lin = linearized | (1 << i)
+            lin = linearized | (1 << i)
+            for new_state in step(state, kops[i], known):
                 memo = (lin, new_state)
                 if memo not in cache:
-                    cache.add(memo)
-                    stack.append((i, state))
-                    linearized = lin
-                    state = new_state
-                    unlink(call_node[i])
-                    unlink(ret_node[i])
-                    if len(stack) > len(best):
-                        best = [j for j, _ in stack]
-                        best_state = state
-                        stuck = None
-                    entry = nxt[0]
-                    continue
-            entry = nxt[entry]
+                    break
+            else:
+                entry = nxt[entry]
+                continue
+            cache.add(memo)
+            stack.append((i, state))
+            linearized = lin
+            state = new_state
+            unlink(call_node[i])
+            unlink(ret_node[i])
+            if len(stack) > len(best):
+                best = [j for j, _ in stack]
+                best_state = state
+                stuck = None
+            entry = nxt[0]
         else:
             if len(stack) == len(best) and stuck is None:
                 stuck = i
