@@ -669,7 +669,14 @@ class RaftCore:
                 if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
                     self._become_follower(m.term, m.frm)
                 else:
+                    elapsed = self.election_elapsed
                     self._become_follower(m.term, NONE)
+                    if m.type is MT.VOTE:
+                        # Figure 2: only granting a vote (or hearing from a
+                        # leader) restarts the election timer. A candidate with
+                        # a stale log must not hold back, by raising the term
+                        # again and again, the servers that could win.
+                        self.election_elapsed = elapsed
         elif m.term < self.term:
             if (self.check_quorum or self.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
                 # A stale leader (maybe cut off, maybe unaware that our term rose

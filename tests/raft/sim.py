@@ -93,11 +93,21 @@ class SimOptions:
     compact: float = 0.05  # per node per round
     max_inflight_msgs: int = 4
     max_size_per_msg: int = 200
+    pre_vote: bool = True
+    check_quorum: bool = True
     # Draw the fault rates and flow-control limits above from the seed, so that
     # seeds range from calm to stormy and from one entry per append to many.
     randomize: bool = True
 
     def randomized(self, rng: random.Random) -> SimOptions:
+        # A quarter of the seeds each run without pre-vote or without
+        # check-quorum (and so without the leader lease on votes).
+        base = dataclasses.replace(
+            self, pre_vote=rng.random() >= 0.25, check_quorum=rng.random() >= 0.25
+        )
+        return base._randomized(rng)
+
+    def _randomized(self, rng: random.Random) -> SimOptions:
         if rng.random() < 0.3:
             # Leader churn: leaders die young, one entry per append, one append
             # in flight, crashes between any two events. Old-term entries end up
@@ -237,6 +247,8 @@ class Sim:
             applied=nd.sm_index,
             max_inflight_msgs=o.max_inflight_msgs,
             max_size_per_msg=o.max_size_per_msg,
+            pre_vote=o.pre_vote,
+            check_quorum=o.check_quorum,
             logger=_NULL_LOGGER,
         )
         nd.core = RaftCore(cfg, random.Random(self.rng.getrandbits(32)))

@@ -669,3 +669,33 @@ def test_follower_rejects_proposals_with_leader_hint() -> None:
 
     assert exc.value.leader_hint == 2
     assert r.log.last_index() == 0
+
+
+def test_rejecting_a_vote_does_not_reset_election_timer() -> None:
+    """A follower restarts its election timer only when it hears from the leader or
+    grants a vote. A candidate with a stale log raises the follower's term but does
+    not hold back its election (regression: simulator seed 213, 5 nodes, where two
+    stale nodes kept out-campaigning the only node that could win).
+    Reference: §5.2 (Figure 2, Rules for Servers: Followers)"""
+    r = with_log(1, [1, 1], term=1, election_tick=10)
+    for _ in range(7):
+        r.tick()
+
+    r.step(msg(MT.VOTE, 2, 1, term=2, log_term=1, index=1))
+
+    assert read_messages(r) == [Message(MT.VOTE_RESP, 2, 1, 2, reject=True)]
+    assert r.term == 2
+    assert r.election_elapsed == 7
+
+
+def test_granting_a_vote_resets_election_timer() -> None:
+    """Granting a vote restarts the election timer.
+    Reference: §5.2 (Figure 2, Rules for Servers: Followers)"""
+    r = plain(1, election_tick=10)
+    for _ in range(7):
+        r.tick()
+
+    r.step(msg(MT.VOTE, 2, 1, term=2, log_term=0, index=0))
+
+    assert read_messages(r) == [Message(MT.VOTE_RESP, 2, 1, 2)]
+    assert r.election_elapsed == 0

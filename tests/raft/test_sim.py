@@ -31,6 +31,10 @@ REGRESSION_SEEDS = [
     (465, 3, True),
     (339, 5, True),
     (465, 5, True),
+    # Core: rejecting a vote at a higher term restarted the election timer, so
+    # without pre-vote two stale nodes kept the only electable one from winning
+    # (test_rejecting_a_vote_does_not_reset_election_timer).
+    (213, 5, True),
 ]
 
 
