@@ -31,7 +31,7 @@ ADD_VOTER, ADD_LEARNER, REMOVE = (
 )
 
 
-def bootstrapped(ids: list[int], joiners: list[int] = (), **kw) -> Network:  # type: ignore[assignment]
+def bootstrapped(ids: list[int], joiners: tuple[int, ...] | list[int] = (), **kw) -> Network:
     """A cluster whose first configuration is in the log (as the driver does it),
     plus nodes with empty storage that may join later."""
     cores = {i: new_core(i, storage=MemoryStorage.bootstrap(ids), **kw) for i in ids}
