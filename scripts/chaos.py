@@ -1005,6 +1005,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     which.add_argument("--list", action="store_true", help="list the shipped scenarios")
     p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     p.add_argument("--duration", type=float, default=None, help="seconds of workload per scenario")
+    p.add_argument(
+        "--total-duration",
+        type=float,
+        default=None,
+        help="seconds of workload in all, split evenly over the scenarios run",
+    )
     p.add_argument("--keep", action="store_true", help="keep the run directory even on success")
     p.add_argument(
         "--no-log-resolution",
@@ -1023,13 +1029,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    duration = args.duration
+    if args.total_duration is not None:
+        duration = args.total_duration / len(scenarios)
     results = []
     for scenario in scenarios:
         print(f"-- {scenario.name} (seed {seed}): {scenario.description}", flush=True)
         result = run_scenario(
             scenario,
             seed,
-            args.duration,
+            duration,
             keep=args.keep,
             resolve=not args.no_log_resolution,
             echo=None if args.quiet else (lambda line: print("   " + line, flush=True)),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.chaos import SCENARIO_DIR, Scenario, run_scenario, shipped_scenarios
+from scripts.chaos import SCENARIO_DIR, Scenario, main, run_scenario, shipped_scenarios
 
 SCENARIOS = shipped_scenarios()
 
@@ -53,3 +53,17 @@ def test_harness_catches_stale_reads(tmp_path: Path) -> None:
     assert result.ok, report  # for a self-test, ok = the violation was caught
     assert "--scenario" in result.replay
     assert "smallest offending sub-history" in report
+
+
+def test_cli_lists_and_rejects_bad_scenarios(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--list"]) == 0
+    assert "kill-leader" in capsys.readouterr().out
+    assert main(["--scenario", "no-such-scenario"]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "bad", "period": 5, "schedule": [{"at": 1, "do": "explode"}]}')
+    assert main(["--scenario", str(bad)]) == 2
+    bad.write_text('{"name": "bad", "period": 5, "schedule": [{"at": 7, "do": "kill"}]}')
+    with pytest.raises(ValueError, match="within"):
+        Scenario.load(str(bad))
