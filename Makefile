@@ -7,7 +7,10 @@ DATA   ?= ./data
 SEEDS  ?= 1000
 PYTEST_ARGS ?=
 
-.PHONY: run test lint fmt proto check-proto sim bench clean help
+DURATION ?= 600
+SEED ?=
+
+.PHONY: run test lint fmt proto check-proto sim chaos bench clean help
 
 help:
 	@echo "make run    - start a local 3-node cluster on 127.0.0.1:7001-7003, data in $(DATA) (Ctrl-C stops it)"
@@ -15,6 +18,7 @@ help:
 	@echo "make lint   - ruff, ruff format --check, mypy"
 	@echo "make proto  - regenerate proto/*_pb2*.py from proto/*.proto"
 	@echo "make sim SEEDS=N - run the Raft simulator over N seeds per cluster size"
+	@echo "make chaos DURATION=600 - every chaos scenario, checked for linearizability"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +53,10 @@ proto: $(VENV)/.installed-test
 
 sim: $(VENV)/.installed-test
 	$(BIN)/python -m tests.raft.sim --seeds $(SEEDS) --nodes 3,5
+
+# Every shipped chaos scenario against local process clusters, DURATION seconds in all.
+chaos: $(VENV)/.installed-test
+	$(BIN)/python -m scripts.chaos --all --total-duration $(DURATION) $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -33,6 +33,8 @@ from .wal import DiskStorage
 log = logging.getLogger(__name__)
 
 MAX_READY_ROUNDS = 64
+# Ask again for a read index not answered within this many ticks.
+READ_RETRY_TICKS = 5
 
 
 @dataclass
@@ -96,6 +98,9 @@ class RaftDriver:
         self._snapshot_reports: list[tuple[int, bool]] = []
         self._pending: dict[int, _Pending] = {}
         self._read_waiters: dict[bytes, list[asyncio.Future[int]]] = {}
+        # When each outstanding read index was asked for (in ticks).
+        self._read_asked: dict[bytes, int] = {}
+        self._ticks = 0
         self._read_ctx = itertools.count(1)
         self._wake = asyncio.Event()
         self._closing = False
@@ -178,6 +183,8 @@ class RaftDriver:
                     # One tick per interval; after a long stall (a slow fsync)
                     # do not fire a burst of ticks that would start elections.
                     self.core.tick()
+                    self._ticks += 1
+                    self._reask_lost_reads()
                     next_tick = max(next_tick + self.tick_interval, loop.time())
                 self._feed()
                 self.transport.send(self.core.take_messages())
@@ -218,6 +225,7 @@ class RaftDriver:
         # Reads whose answer was lost (and whose callers gave up) are forgotten.
         for ctx in [c for c, fs in self._read_waiters.items() if all(f.done() for f in fs)]:
             del self._read_waiters[ctx]
+            self._read_asked.pop(ctx, None)
         waiting, self._reads = self._reads, []
         reads = [r for r in waiting if not r.done()]
         if reads:
@@ -230,6 +238,7 @@ class RaftDriver:
                     r.set_exception(exc)
             else:
                 self._read_waiters[ctx] = reads
+                self._read_asked[ctx] = self._ticks
         calls, self._calls = self._calls, []
         for fn, f in calls:
             if f.done():
@@ -275,6 +284,7 @@ class RaftDriver:
             async with self.committed:
                 self.committed.notify_all()
         for rs in rd.read_states:
+            self._read_asked.pop(rs.context, None)
             for f in self._read_waiters.pop(rs.context, []):
                 if not f.done():
                     f.set_result(rs.index)
@@ -300,12 +310,24 @@ class RaftDriver:
                     )
         self.commit_published = entries[-1].index
 
+    def _reask_lost_reads(self) -> None:
+        """A read index request or its answer travels as one message that may be
+        lost (Raft does not retransmit it): unanswered after a few heartbeats,
+        the waiting reads are asked for again, under a new context."""
+        stale = [c for c, t in self._read_asked.items() if self._ticks - t >= READ_RETRY_TICKS]
+        for ctx in stale:
+            del self._read_asked[ctx]
+            self._reads.extend(f for f in self._read_waiters.pop(ctx, []) if not f.done())
+        if stale:
+            self._wake.set()
+
     def _fail_reads(self, exc: Exception) -> None:
         for futures in self._read_waiters.values():
             for f in futures:
                 if not f.done():
                     f.set_exception(exc)
         self._read_waiters.clear()
+        self._read_asked.clear()
 
     def _fail_waiters(self, exc: Exception) -> None:
         self._fail_reads(exc)
