@@ -37,6 +37,34 @@ MAX_READY_ROUNDS = 64
 READ_RETRY_TICKS = 5
 
 
+class NamedLogger:
+    """The core's log lines with member names instead of their 63-bit ids."""
+
+    def __init__(self, logger: logging.Logger, members: MemberBook) -> None:
+        self.logger = logger
+        self.members = members
+
+    def _name(self, arg: object) -> object:
+        if isinstance(arg, int) and not isinstance(arg, bool) and arg > 1 << 32:
+            return self.members.name(arg)
+        if isinstance(arg, list | tuple | set | frozenset):
+            return [self._name(a) for a in sorted(arg)]
+        return arg
+
+    def _log(self, level: int, msg: str, args: tuple[object, ...]) -> None:
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, msg.replace("%d", "%s"), *(self._name(a) for a in args))
+
+    def debug(self, msg: str, *args: object) -> None:
+        self._log(logging.DEBUG, msg, args)
+
+    def info(self, msg: str, *args: object) -> None:
+        self._log(logging.INFO, msg, args)
+
+    def warning(self, msg: str, *args: object) -> None:
+        self._log(logging.WARNING, msg, args)
+
+
 @dataclass
 class _Pending:
     term: int
@@ -72,7 +100,7 @@ class RaftDriver:
                 election_tick=election_tick,
                 heartbeat_tick=heartbeat_tick,
                 applied=applied,
-                logger=logging.getLogger("shardlite.raft.core"),
+                logger=NamedLogger(logging.getLogger("shardlite.raft.core"), members),
             ),
             rng or random.Random(),
         )
