@@ -1,10 +1,12 @@
-"""Chaos runs: scripted faults against a local process cluster, while a seeded
+"""Chaos runs: scripted faults against a cluster (local processes, or the
+containers of docker/docker-compose.yml with --backend docker), while a seeded
 workload of concurrent clients contends on a few hot keys; then heal, converge
 and check the recorded history.
 
     python -m scripts.chaos --scenario kill-leader --seed 7 --duration 20
     python -m scripts.chaos --scenario ./my-scenario.json
     python -m scripts.chaos --all --duration 60
+    python -m scripts.chaos --backend docker --scenario docker/leader-kill-partition
 
 A scenario is a JSON file (see scripts/chaos_scenarios/ and docs/chaos.md):
 
@@ -39,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,8 +132,10 @@ class Scenario:
     @property
     def ref(self) -> str:
         """How to name this scenario on the command line."""
-        if self.path and Path(self.path).parent.resolve() == SCENARIO_DIR.resolve():
-            return self.name
+        if self.path:
+            path = Path(self.path).resolve()
+            if path.is_relative_to(SCENARIO_DIR.resolve()):
+                return path.relative_to(SCENARIO_DIR.resolve()).with_suffix("").as_posix()
         return self.path or self.name
 
 
@@ -158,6 +162,184 @@ def _rid(frame: frame_pb2.Frame) -> str:
     return f"{frame.request_id.client_id}/{frame.request_id.seq}"
 
 
+# -- the cluster under test ------------------------------------------------------
+
+
+class Backend:
+    """What a chaos run needs from a cluster: its members' client endpoints, and
+    the faults. `LocalBackend` runs `shardlite node` processes;
+    `scripts.chaos_docker.DockerBackend` runs the docker-compose cluster. Every
+    method is called with the run's bookkeeping already done (a paused node is
+    resumed before it is killed, `reachable` lists the members that run and are
+    not paused)."""
+
+    kind = "local"
+    # Actions this backend cannot inject (a scenario using one is rejected).
+    unsupported: frozenset[str] = frozenset()
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, str] = {}  # member name -> host:port of its API
+
+    def names(self) -> list[str]:
+        return list(self.addresses)
+
+    def start(self) -> None:
+        """Start every member and wait until they agree on a leader."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop and remove everything start() created (also after a failure)."""
+        raise NotImplementedError
+
+    def running(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def start_node(self, name: str) -> None:
+        """Start a stopped member again on its data; return once it serves."""
+        raise NotImplementedError
+
+    def kill(self, name: str) -> None:
+        raise NotImplementedError
+
+    def terminate(self, name: str) -> None:
+        raise NotImplementedError
+
+    def pause(self, name: str) -> None:
+        raise NotImplementedError
+
+    def resume(self, name: str) -> None:
+        raise NotImplementedError
+
+    def isolate(self, group: set[str], rest: set[str], reachable: Sequence[str]) -> str:
+        """Cut `group` off from `rest`; a note for the report ("" if none)."""
+        raise NotImplementedError
+
+    def drop(
+        self, names: Sequence[str], direction: str, peers: Sequence[str], reachable: Sequence[str]
+    ) -> None:
+        raise NotImplementedError
+
+    def heal(self, reachable: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def add_node(self, name: str, via: str) -> None:
+        """Register a new member `name` that joins through member `via` (not started)."""
+        raise NotImplementedError
+
+    def save_logs(self) -> None:
+        """Keep the members' logs in the run directory (local nodes log there anyway)."""
+
+
+class LocalBackend(Backend):
+    """`shardlite node` processes on loopback (scripts/cluster.py); partitions
+    through each node's Faults gRPC service (--fault-injection)."""
+
+    def __init__(
+        self, base: Path, size: int, node_args: Sequence[str], note: Callable[[str], None]
+    ) -> None:
+        super().__init__()
+        self.base = base
+        self.node_args = tuple(node_args)
+        self.note = note
+        self.cluster = LocalCluster(base, size, args=self.node_args)
+        self.addresses = self.cluster.addresses
+        self.drop_to: dict[str, set[str]] = {}
+        self.drop_from: dict[str, set[str]] = {}
+
+    def start(self) -> None:
+        self.cluster.start()
+        self.cluster.leader(timeout=30)
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+    def running(self, name: str) -> bool:
+        return self.cluster.nodes[name].running
+
+    def start_node(self, name: str) -> None:
+        node = self.cluster.nodes[name]
+        if not node.running:
+            node.start()
+        # A fresh process has no partition rules of its own.
+        self.drop_to.pop(name, None)
+        self.drop_from.pop(name, None)
+
+    def kill(self, name: str) -> None:
+        self.cluster.nodes[name].kill()
+
+    def terminate(self, name: str) -> None:
+        node = self.cluster.nodes[name]
+        if node.running:
+            try:
+                node.terminate(timeout=15)
+            except Exception:
+                node.kill()
+
+    def pause(self, name: str) -> None:
+        self.cluster.nodes[name].pause()
+
+    def resume(self, name: str) -> None:
+        self.cluster.nodes[name].resume()
+
+    def _faults_call(self, name: str, heal: bool = False) -> None:
+        with grpc.insecure_channel(self.addresses[name]) as channel:
+            stub = raft_pb2_grpc.FaultsStub(channel)
+            if heal:
+                stub.Heal(raft_pb2.HealRequest(), timeout=2)
+            else:
+                request = raft_pb2.PartitionRequest(
+                    drop_to=sorted(self.drop_to.get(name, ())),
+                    drop_from=sorted(self.drop_from.get(name, ())),
+                )
+                stub.Partition(request, timeout=2)
+
+    def _push_partitions(self, names: Iterable[str], reachable: Sequence[str]) -> None:
+        for name in names:
+            if name in reachable:
+                try:
+                    self._faults_call(name)
+                except grpc.RpcError as exc:
+                    self.note(f"  (could not reach {name} to partition it: {exc.code().name})")
+
+    def isolate(self, group: set[str], rest: set[str], reachable: Sequence[str]) -> str:
+        for a in group:
+            self.drop_to.setdefault(a, set()).update(rest)
+            self.drop_from.setdefault(a, set()).update(rest)
+        for b in rest:
+            self.drop_to.setdefault(b, set()).update(group)
+            self.drop_from.setdefault(b, set()).update(group)
+        self._push_partitions([n for n in self.names() if n in group | rest], reachable)
+        return ""
+
+    def drop(
+        self, names: Sequence[str], direction: str, peers: Sequence[str], reachable: Sequence[str]
+    ) -> None:
+        for a in names:
+            if direction in ("to", "both"):
+                self.drop_to.setdefault(a, set()).update(peers)
+            if direction in ("from", "both"):
+                self.drop_from.setdefault(a, set()).update(peers)
+        self._push_partitions(names, reachable)
+
+    def heal(self, reachable: Sequence[str]) -> None:
+        self.drop_to.clear()
+        self.drop_from.clear()
+        for n in reachable:
+            with contextlib.suppress(grpc.RpcError):
+                self._faults_call(n, heal=True)
+
+    def add_node(self, name: str, via: str) -> None:
+        node = LocalNode(
+            data_dir=self.base / name,
+            args=["--join", self.addresses[via], *self.node_args],
+            log_path=self.base / f"{name}.log",
+            node_id=name,
+            listen=f"127.0.0.1:{free_ports(1)[0]}",
+        )
+        self.cluster.nodes[name] = node
+        self.addresses[name] = node.listen
+
+
 # -- one run --------------------------------------------------------------------
 
 
@@ -174,11 +356,13 @@ class Result:
     resolved: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     run_dir: str = ""
+    backend: str = "local"
 
     @property
     def replay(self) -> str:
+        backend = f"--backend {self.backend} " if self.backend != "local" else ""
         return (
-            f"python -m scripts.chaos --scenario {self.scenario.ref} "
+            f"python -m scripts.chaos {backend}--scenario {self.scenario.ref} "
             f"--seed {self.seed} --duration {self.duration:g}"
         )
 
@@ -191,7 +375,8 @@ class Result:
     def report(self) -> str:
         c = self.counts
         lines = [
-            f"== chaos {self.scenario.name} seed={self.seed} duration={self.duration:g}s: "
+            f"== chaos {self.scenario.name} ({self.backend}) seed={self.seed} "
+            f"duration={self.duration:g}s: "
             f"{self.status} ({self.seconds:.1f}s)",
             f"ops: {c.get('total', 0)} total, {c.get('ok', 0)} ok, {c.get('fail', 0)} failed "
             f"CAS, {c.get('info', 0)} indeterminate; writes {c.get('writes', 0)} "
@@ -228,6 +413,7 @@ class ChaosRun:
         resolve_from_log: bool = True,
         op_timeout: float = 3.0,
         echo: Callable[[str], None] | None = None,
+        backend: Callable[[ChaosRun], Backend] | None = None,
     ) -> None:
         self.scenario = scenario
         self.seed = seed
@@ -238,19 +424,27 @@ class ChaosRun:
         self.echo = echo or (lambda line: None)
         self.rng = random.Random(seed)
         self.node_args = (*NODE_ARGS, *scenario.node_args)
-        self.cluster = LocalCluster(base, scenario.nodes, args=self.node_args)
         self.lock = threading.Lock()
         self.removed: set[str] = set()
         self.down: set[str] = set()
         self.paused: set[str] = set()
-        self.drop_to: dict[str, set[str]] = {}
-        self.drop_from: dict[str, set[str]] = {}
         self.labels: dict[str, list[str]] = {}
         self.history: list[Op] = []
         self.ids = iter(range(1, 1 << 62))
         self.stop = threading.Event()
         self.t0 = 0.0
-        self.result = Result(scenario, seed, duration, run_dir=str(base))
+        self.cluster: Backend = (
+            backend(self)
+            if backend is not None
+            else LocalBackend(base, scenario.nodes, self.node_args, self.note)
+        )
+        unsupported = {s["do"] for s in scenario.schedule} & self.cluster.unsupported
+        if unsupported:
+            raise ValueError(
+                f"scenario {scenario.name}: the {self.cluster.kind} backend cannot "
+                f"inject {', '.join(sorted(unsupported))}"
+            )
+        self.result = Result(scenario, seed, duration, run_dir=str(base), backend=self.cluster.kind)
 
     # -- helpers --------------------------------------------------------------
 
@@ -264,19 +458,19 @@ class ChaosRun:
 
     def members(self) -> list[str]:
         with self.lock:
-            return [n for n in self.cluster.nodes if n not in self.removed]
+            return [n for n in self.cluster.names() if n not in self.removed]
 
     def up(self) -> list[str]:
         """Members whose process runs (paused ones included: clients cannot
         tell a paused node from a slow one)."""
         with self.lock:
-            return [n for n in self.cluster.nodes if n not in self.removed and n not in self.down]
+            return [n for n in self.cluster.names() if n not in self.removed and n not in self.down]
 
     def responsive(self) -> list[str]:
         with self.lock:
             return [
                 n
-                for n in self.cluster.nodes
+                for n in self.cluster.names()
                 if n not in self.removed and n not in self.down and n not in self.paused
             ]
 
@@ -302,7 +496,7 @@ class ChaosRun:
         live = [n for n in self.responsive() if n not in exclude]
         if target.startswith("@"):
             return list(self.labels.get(target[1:], []))
-        if target in self.cluster.nodes:
+        if target in self.cluster.addresses:
             return [target]
         if target == "all":
             return members
@@ -326,44 +520,19 @@ class ChaosRun:
             return chosen[:size]
         raise ValueError(f"unknown target {target!r}")
 
-    def _faults_call(self, name: str, heal: bool = False) -> None:
-        with grpc.insecure_channel(self.cluster.addresses[name]) as channel:
-            stub = raft_pb2_grpc.FaultsStub(channel)
-            if heal:
-                stub.Heal(raft_pb2.HealRequest(), timeout=2)
-            else:
-                request = raft_pb2.PartitionRequest(
-                    drop_to=sorted(self.drop_to.get(name, ())),
-                    drop_from=sorted(self.drop_from.get(name, ())),
-                )
-                stub.Partition(request, timeout=2)
-
-    def _push_partitions(self, names: Sequence[str]) -> None:
-        for name in names:
-            if name in self.responsive():
-                try:
-                    self._faults_call(name)
-                except grpc.RpcError as exc:
-                    self.note(f"  (could not reach {name} to partition it: {exc.code().name})")
-
     def _start(self, name: str) -> None:
-        node = self.cluster.nodes[name]
-        if not node.running:
-            node.start()
+        self.cluster.start_node(name)
         with self.lock:
             self.down.discard(name)
             self.paused.discard(name)
-        self.drop_to.pop(name, None)
-        self.drop_from.pop(name, None)
 
     def _kill(self, name: str) -> None:
         with self.lock:
             self.down.add(name)
-        node = self.cluster.nodes[name]
         if name in self.paused:
-            with contextlib.suppress(ProcessLookupError):
-                node.resume()
-        node.kill()
+            with contextlib.suppress(Exception):  # it may be dead already
+                self.cluster.resume(name)
+        self.cluster.kill(name)
         with self.lock:
             self.paused.discard(name)
 
@@ -393,46 +562,31 @@ class ChaosRun:
             for n in names:
                 with self.lock:
                     self.down.add(n)
-                self.cluster.nodes[n].terminate(timeout=15)
+                self.cluster.terminate(n)
         elif action == "pause":
             for n in names:
                 if n in self.up() and n not in self.paused:
-                    self.cluster.nodes[n].pause()
+                    self.cluster.pause(n)
                     with self.lock:
                         self.paused.add(n)
         elif action == "resume":
             for n in names:
                 if n in self.paused:
-                    self.cluster.nodes[n].resume()
+                    self.cluster.resume(n)
                     with self.lock:
                         self.paused.discard(n)
         elif action == "isolate":
             group = set(names)
             rest = set(self.members()) - group
-            for a in group:
-                self.drop_to.setdefault(a, set()).update(rest)
-                self.drop_from.setdefault(a, set()).update(rest)
-            for b in rest:
-                self.drop_to.setdefault(b, set()).update(group)
-                self.drop_from.setdefault(b, set()).update(group)
-            self._push_partitions(self.members())
-            desc += f" | {','.join(sorted(rest))}"
+            how = self.cluster.isolate(group, rest, self.responsive())
+            desc += f" | {','.join(sorted(rest))}" + (f" ({how})" if how else "")
         elif action == "drop":
             direction = step.get("direction", "to")
             peers = self.resolve(str(step.get("peers", "all")), exclude=names)
-            for a in names:
-                if direction in ("to", "both"):
-                    self.drop_to.setdefault(a, set()).update(peers)
-                if direction in ("from", "both"):
-                    self.drop_from.setdefault(a, set()).update(peers)
-            self._push_partitions(names)
+            self.cluster.drop(names, direction, peers, self.responsive())
             desc += f" drops {direction} {','.join(peers)}"
         elif action == "heal":
-            self.drop_to.clear()
-            self.drop_from.clear()
-            for n in self.responsive():
-                with contextlib.suppress(grpc.RpcError):
-                    self._faults_call(n, heal=True)
+            self.cluster.heal(self.responsive())
         elif action == "restart-all":
             names = self.members()
             for n in names:
@@ -457,23 +611,15 @@ class ChaosRun:
         self.note(desc)
 
     def add_node(self) -> str:
-        taken = set(self.cluster.nodes)
-        name = next(f"n{i}" for i in range(1, 1000) if f"n{i}" not in taken)
         via = self.responsive()
         if not via:
             raise RuntimeError("no live member to join through")
-        node = LocalNode(
-            data_dir=self.base / name,
-            args=["--join", self.cluster.addresses[via[0]], *self.node_args],
-            log_path=self.base / f"{name}.log",
-            node_id=name,
-            listen=f"127.0.0.1:{free_ports(1)[0]}",
-        )
         with self.lock:
-            self.cluster.nodes[name] = node
-            self.cluster.addresses[name] = node.listen
+            taken = set(self.cluster.names())
+            name = next(f"n{i}" for i in range(1, 1000) if f"n{i}" not in taken)
             self.down.add(name)  # no client traffic until it serves
-        node.start()
+            self.cluster.add_node(name, via[0])
+        self.cluster.start_node(name)
         with self.lock:
             self.down.discard(name)
         return name
@@ -486,14 +632,9 @@ class ChaosRun:
             c.remove_member(name)
         with self.lock:
             self.removed.add(name)
-        node = self.cluster.nodes[name]
         if name in self.paused:
-            node.resume()
-        if node.running:
-            try:
-                node.terminate(timeout=10)
-            except Exception:
-                node.kill()
+            self.cluster.resume(name)
+        self.cluster.terminate(name)
 
     def run_schedule(self, end: float) -> None:
         steps = sorted(self.scenario.schedule, key=lambda s: float(s["at"]))
@@ -640,14 +781,13 @@ class ChaosRun:
 
     def heal_everything(self) -> None:
         for name in self.members():
-            node = self.cluster.nodes[name]
             if name in self.paused:
-                node.resume()
+                self.cluster.resume(name)
                 with self.lock:
                     self.paused.discard(name)
         self.perform({"do": "heal"})
         for name in self.members():
-            if not self.cluster.nodes[name].running:
+            if not self.cluster.running(name):
                 self._start(name)
                 self.note(f"restart {name} (final heal)")
 
@@ -710,7 +850,6 @@ class ChaosRun:
         result = self.result
         try:
             self.cluster.start()
-            self.cluster.leader(timeout=30)
             self.t0 = time.monotonic()
             end = self.duration
             workers = [
@@ -732,10 +871,12 @@ class ChaosRun:
             result.failures.append(f"the run itself failed: {exc!r}")
         finally:
             self.stop.set()
-            for name, node in self.cluster.nodes.items():
+            for name in self.cluster.names():
                 if name in self.paused:
                     with contextlib.suppress(Exception):
-                        node.resume()
+                        self.cluster.resume(name)
+            with contextlib.suppress(Exception):
+                self.cluster.save_logs()
             self.cluster.stop()
             result.seconds = time.monotonic() - started
             self.save()
@@ -984,11 +1125,25 @@ def run_scenario(
     keep: bool = False,
     resolve: bool = True,
     echo: Callable[[str], None] | None = None,
+    backend: str = "local",
 ) -> Result:
+    """One scenario against a new cluster: `backend` "local" (node processes) or
+    "docker" (a private project of docker/docker-compose.yml, removed afterwards)."""
     duration = duration if duration is not None else scenario.period
+    factory: Callable[[ChaosRun], Backend] | None = None
+    if backend == "docker":
+        from scripts.chaos_docker import DockerBackend
+
+        factory = DockerBackend.for_run
+    elif backend != "local":
+        raise ValueError(f"unknown backend {backend!r} (local, docker)")
     own = base is None
-    base = base or Path(tempfile.mkdtemp(prefix=f"shardlite-chaos-{scenario.name}-"))
-    result = ChaosRun(scenario, seed, duration, base, resolve_from_log=resolve, echo=echo).run()
+    safe = scenario.name.replace("/", "-")
+    base = base or Path(tempfile.mkdtemp(prefix=f"shardlite-chaos-{safe}-"))
+    run = ChaosRun(
+        scenario, seed, duration, base, resolve_from_log=resolve, echo=echo, backend=factory
+    )
+    result = run.run()
     if own and result.ok and not keep:
         shutil.rmtree(base, ignore_errors=True)
         result.run_dir = ""
@@ -1018,6 +1173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="do not settle indeterminate writes with the committed log",
     )
     p.add_argument("--quiet", action="store_true", help="do not echo faults as they happen")
+    p.add_argument(
+        "--backend",
+        choices=("local", "docker"),
+        default="local",
+        help="local: shardlite node processes (default); docker: the docker-compose "
+        "cluster (image from make docker-build), a private compose project per scenario",
+    )
     args = p.parse_args(argv)
     if args.list:
         for s in shipped_scenarios():
@@ -1035,14 +1197,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for scenario in scenarios:
         print(f"-- {scenario.name} (seed {seed}): {scenario.description}", flush=True)
-        result = run_scenario(
-            scenario,
-            seed,
-            duration,
-            keep=args.keep,
-            resolve=not args.no_log_resolution,
-            echo=None if args.quiet else (lambda line: print("   " + line, flush=True)),
-        )
+        try:
+            result = run_scenario(
+                scenario,
+                seed,
+                duration,
+                keep=args.keep,
+                resolve=not args.no_log_resolution,
+                echo=None if args.quiet else (lambda line: print("   " + line, flush=True)),
+                backend=args.backend,
+            )
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(result.report(), flush=True)
         results.append(result)
     if len(results) > 1:

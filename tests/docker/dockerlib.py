@@ -102,6 +102,8 @@ class ComposeCluster:
 
     project: str = PROJECT
     ports: dict[str, int] = field(default_factory=dict)
+    # More compose files merged over docker-compose.yml (e.g. extra environment).
+    overrides: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.ports:
@@ -116,7 +118,8 @@ class ComposeCluster:
         }
 
     def compose(self, *args: str, timeout: float = 180, check: bool = True) -> str:
-        command = [*compose_command(), "-f", str(COMPOSE_FILE), "-p", self.project, *args]
+        files = [arg for path in (COMPOSE_FILE, *self.overrides) for arg in ("-f", str(path))]
+        command = [*compose_command(), *files, "-p", self.project, *args]
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=timeout, env=self.env, check=False
