@@ -71,6 +71,8 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         "ops_per_sec": round(count / elapsed, 1),
         "p50_ms": round(latencies[count // 2] * 1000, 2) if count else 0,
         "p99_ms": round(latencies[int(count * 0.99)] * 1000, 2) if count else 0,
+        "max_ms": round(latencies[-1] * 1000, 2) if count else 0,
+        "over_1s": sum(1 for s in latencies if s > 1.0),
     }
 
 

@@ -28,6 +28,7 @@ from .messages import (
     SoftState,
 )
 from .progress import ProgressState, ProgressStatus
+from .read_context import ReadContexts
 from .storage import MemoryStorage, Storage, bootstrap_entries
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Proposed",
     "RaftCore",
     "RaftError",
+    "ReadContexts",
     "ReadState",
     "Ready",
     "Role",

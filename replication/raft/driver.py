@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ from .core import Config, RaftCore
 from .errors import DropReason, ProposalDroppedError
 from .members import MemberBook
 from .messages import NONE, Entry, Message, Ready, Role, Snapshot
+from .read_context import ReadContexts
 from .transport import PeerTransport
 from .wal import DiskStorage
 
@@ -129,7 +130,7 @@ class RaftDriver:
         # When each outstanding read index was asked for (in ticks).
         self._read_asked: dict[bytes, int] = {}
         self._ticks = 0
-        self._read_ctx = itertools.count(1)
+        self._read_contexts = ReadContexts(node_id, os.urandom(8))
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -258,7 +259,7 @@ class RaftDriver:
         reads = [r for r in waiting if not r.done()]
         if reads:
             # One ReadIndex round answers every read that arrived meanwhile.
-            ctx = next(self._read_ctx).to_bytes(8, "big")
+            ctx = self._read_contexts.next()
             try:
                 core.read_index(ctx)
             except ProposalDroppedError as exc:

@@ -55,6 +55,7 @@ from replication.raft import (
     MessageType,
     ProposalDroppedError,
     RaftCore,
+    ReadContexts,
     Ready,
     Role,
 )
@@ -160,6 +161,8 @@ class SimNode:
     leader_term: int = 0  # last term in which we saw this node as leader
     disk_speed: float = 0.7  # chance a pending Ready is persisted when the node is picked
     doom: int = -1  # events left before this (new) leader crashes; -1: none planned
+    read_contexts: ReadContexts | None = None  # the driver's, new with every start
+    starts: int = 0
 
     @property
     def alive(self) -> bool:
@@ -224,7 +227,7 @@ class Sim:
         self.committed: dict[int, CommittedEntry] = {}
         self.commit_index = 0
         self.state_at: dict[int, bytes] = {0: b""}
-        self.reads: dict[bytes, int] = {}
+        self.reads: dict[tuple[int, bytes], int] = {}
         self.proposal_seq = 0
         self.trace: deque[str] = deque(maxlen=60)
         for nid in self.voters0:
@@ -252,6 +255,10 @@ class Sim:
             logger=_NULL_LOGGER,
         )
         nd.core = RaftCore(cfg, random.Random(self.rng.getrandbits(32)))
+        # A new incarnation per start (the driver draws it from os.urandom), not
+        # drawn from self.rng so that seeds keep replaying the same runs.
+        nd.starts += 1
+        nd.read_contexts = ReadContexts(nd.nid, nd.starts.to_bytes(8, "big"))
         nd.pending = None
         # Re-verify the whole durable log against what the cluster committed.
         nd.checked_commit = nd.storage.first_index() - 1
@@ -426,7 +433,7 @@ class Sim:
             if known != nd.sm_hash:
                 raise self.fail(f"{nd.nid}: state at {e.index} differs from another node's")
         for rs in rd.read_states:
-            floor = self.reads.pop(rs.context, None)
+            floor = self.reads.pop((nd.nid, rs.context), None)
             if floor is not None and rs.index < floor:
                 raise self.fail(
                     f"{nd.nid}: read index {rs.index} below commit {floor} at request time"
@@ -585,13 +592,15 @@ class Sim:
             if alive:
                 nd = rng.choice(alive)
                 assert nd.core is not None
-                ctx = f"r{self.seed}-{self.round}-{nd.nid}".encode()
+                assert nd.read_contexts is not None
+                ctx = nd.read_contexts.next()
                 try:
                     nd.core.read_index(ctx)
                 except ProposalDroppedError:
                     pass
                 else:
-                    self.reads[ctx] = self.commit_index
+                    self._note(f"{nd.nid} asks for a read index ({ctx.hex()})")
+                    self.reads[(nd.nid, ctx)] = self.commit_index
                     self.stats.reads += 1
                 self._check_node(nd)
         for nd in self._alive():
