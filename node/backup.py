@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from replication.durable import fsync_path, fsync_tree
 from replication.raft.snapshots import SnapshotError, seal, verify_dir
 
 if TYPE_CHECKING:
@@ -57,4 +58,8 @@ def restore(backup: Path, data_dir: Path) -> int:
         json.dumps({"backup": str(backup), "index": index})
     )
     (data_dir / "applied_index").write_text(f"{index}\n")
+    # Durable before the node starts: its log will begin after `index`, so
+    # these files are the only copy of everything up to it.
+    fsync_tree(data_dir)
+    fsync_path(data_dir.parent)
     return index

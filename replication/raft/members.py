@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from replication.durable import write_file_durably
 
 from .messages import ConfChange, ConfChangeType, Entry, EntryType
 
@@ -130,10 +131,8 @@ class MemberBook:
         return {m.name: m.address for m in self._members.values()}
 
     def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
         data = {
             m.name: {"address": m.address, "learner_only": m.learner_only}
             for m in self._members.values()
         }
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_file_durably(self.path, json.dumps(data, sort_keys=True).encode())

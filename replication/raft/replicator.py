@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import shutil
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proto import frame_pb2
+from replication.durable import fsync_tree, replace_durably
 from replication.replicator import (
     Accepted,
     Compacted,
@@ -144,7 +144,7 @@ class RaftReplicator:
             assert settings.restore_dir is not None
             keep = self.snapshot_dir / str(base)
             if not keep.exists():
-                shutil.copytree(settings.restore_dir, keep)
+                self._keep_copy(settings.restore_dir, keep)
             voters = frozenset(member_id(name) for name in settings.peers)
             snapshot = Snapshot(
                 SnapshotMeta(base, 1, ConfState(voters)), (keep / MANIFEST).read_bytes()
@@ -406,7 +406,9 @@ class RaftReplicator:
             await self.state_machine.create_snapshot(index, partial)
             manifest = await asyncio.to_thread(seal, partial, index)
             await asyncio.to_thread(shutil.rmtree, final, True)
-            os.replace(partial, final)
+            # Durable before the log is compacted below it: the files are what a
+            # lagging follower will be sent instead of the dropped entries.
+            await asyncio.to_thread(replace_durably, partial, final)
 
             def record(core: RaftCore) -> None:
                 # Inside the driver loop, so the core never sees half a compaction.
@@ -453,11 +455,21 @@ class RaftReplicator:
             raise SnapshotError(f"snapshot {index} was accepted but its files are missing")
         keep = self.snapshot_dir / str(index)
         if not keep.exists():
-            await asyncio.to_thread(shutil.copytree, source, keep)
+            await asyncio.to_thread(self._keep_copy, source, keep)
         await self.state_machine.install_snapshot(index, source)
         await asyncio.to_thread(shutil.rmtree, source, True)
         await asyncio.to_thread(self._remove_snapshots_before, index)
         log.info("installed snapshot at index %d from the leader", index)
+
+    @staticmethod
+    def _keep_copy(source: Path, keep: Path) -> None:
+        """Copy an installed snapshot's files, all of them durable before the copy
+        appears under its final name (a partial copy is never served)."""
+        partial = keep.with_name(keep.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        fsync_tree(partial)
+        replace_durably(partial, keep)
 
     async def close(self) -> None:
         if self._closing:

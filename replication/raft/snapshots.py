@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from proto import raft_pb2
-from replication.durable import fsync_tree
+from replication.durable import fsync_tree, replace_durably
 
 CHUNK = 1 << 20
 MANIFEST = "manifest.json"
@@ -183,7 +182,7 @@ async def receive_files(
         await asyncio.to_thread(fsync_tree, staging)
         final = incoming / str(index)
         shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
+        replace_durably(staging, final)
     except BaseException:
         for f in handles.values():
             f.close()
