@@ -182,7 +182,7 @@ async def receive_files(
         await asyncio.to_thread(fsync_tree, staging)
         final = incoming / str(index)
         shutil.rmtree(final, ignore_errors=True)
-        replace_durably(staging, final)
+        await asyncio.to_thread(replace_durably, staging, final)
     except BaseException:
         for f in handles.values():
             f.close()

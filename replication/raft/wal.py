@@ -23,7 +23,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from replication.durable import fsync_path, write_all
+from replication.durable import write_all, write_file_durably
 
 from .messages import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from .storage import MemoryStorage
@@ -234,15 +234,7 @@ class DiskStorage(MemoryStorage):
         if len(self._ents) > 1:
             records.append(_record(ENTRIES, _encode_entries(self._ents[1:])))
         records.append(_record(HARDSTATE, HARD_STATE.pack(*_hs_tuple(self.hard_state))))
-        tmp = self.directory / (WAL_NAME + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(fd, b"".join(records))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        fsync_path(self.directory)
+        write_file_durably(self.path, b"".join(records))
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
