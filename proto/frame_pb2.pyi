@@ -217,6 +217,7 @@ class FrameResult(_message.Message):
     FAILED_KEY_FIELD_NUMBER: _builtins.int
     FAILED_EXPECTED_FIELD_NUMBER: _builtins.int
     FAILED_ACTUAL_FIELD_NUMBER: _builtins.int
+    INVALID_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Index of the frame that applied these ops (for a retry: the original)."""
     condition_failed: _builtins.bool
@@ -224,6 +225,11 @@ class FrameResult(_message.Message):
     failed_key: _builtins.str
     failed_expected: _builtins.int
     failed_actual: _builtins.int
+    invalid: _builtins.str
+    """Set when the frame cannot be applied because of its content (a name, key
+    or op the gate refuses); then nothing was applied. Decided identically on
+    every replica: it depends only on the frame.
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpResult]: ...
     def __init__(
@@ -235,10 +241,11 @@ class FrameResult(_message.Message):
         failed_key: _builtins.str = ...,
         failed_expected: _builtins.int = ...,
         failed_actual: _builtins.int = ...,
+        invalid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition_failed", b"condition_failed", "failed_actual", b"failed_actual", "failed_expected", b"failed_expected", "failed_key", b"failed_key", "index", b"index", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition_failed", b"condition_failed", "failed_actual", b"failed_actual", "failed_expected", b"failed_expected", "failed_key", b"failed_key", "index", b"index", "invalid", b"invalid", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

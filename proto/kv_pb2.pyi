@@ -39,6 +39,32 @@ SERIALIZABLE: Consistency.ValueType  # 1
 """The node's local state as it is; never goes backwards on one node."""
 Global___Consistency: _TypeAlias = Consistency  # noqa: Y015
 
+class _Outcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTCOME_UNKNOWN: _Outcome.ValueType  # 0
+    APPLIED: _Outcome.ValueType  # 1
+    """Every op applied; result.results holds the versions it produced."""
+    CONDITION_FAILED: _Outcome.ValueType  # 2
+    """A condition did not hold (result.failed_key/expected/actual); nothing applied."""
+    INVALID: _Outcome.ValueType  # 3
+    """The frame was refused for its content (result.invalid says why); nothing applied."""
+
+class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
+    """What happened to a committed frame when it was applied."""
+
+OUTCOME_UNKNOWN: Outcome.ValueType  # 0
+APPLIED: Outcome.ValueType  # 1
+"""Every op applied; result.results holds the versions it produced."""
+CONDITION_FAILED: Outcome.ValueType  # 2
+"""A condition did not hold (result.failed_key/expected/actual); nothing applied."""
+INVALID: Outcome.ValueType  # 3
+"""The frame was refused for its content (result.invalid says why); nothing applied."""
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
 @_typing.final
 class PutRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -413,18 +439,25 @@ class SubscribeResponse(_message.Message):
 
     INDEX_FIELD_NUMBER: _builtins.int
     FRAME_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     index: _builtins.int
+    outcome: Global___Outcome.ValueType
     @_builtins.property
     def frame(self) -> _frame_pb2.Frame: ...
+    @_builtins.property
+    def result(self) -> _frame_pb2.FrameResult: ...
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         frame: _frame_pb2.Frame | None = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        result: _frame_pb2.FrameResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "index", b"index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "index", b"index", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

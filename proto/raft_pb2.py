@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import frame_pb2 as proto_dot_frame__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/raft.proto\x12\x0cshardlite.v1\x1a\x11proto/frame.proto\"D\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"[\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x10\n\x08learners\x18\x04 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x98\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12(\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x17.shardlite.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12,\n\x08snapshot\x18\x0b \x01(\x0b\x32\x1a.shardlite.v1.RaftSnapshot\x12\x14\n\x0chas_snapshot\x18\x0c \x01(\x08\x12\x0f\n\x07\x63ontext\x18\r \x01(\x0c\"8\n\tRaftBatch\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.shardlite.v1.RaftMessage\"\t\n\x07SendAck\"\xa0\x01\n\rSnapshotChunk\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.RaftMessage\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0clast_of_file\x18\x05 \x01(\x08\x12\x11\n\tfile_size\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\"/\n\x0bSnapshotAck\x12\x11\n\tinstalled\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"4\n\x0e\x46orwardRequest\x12\"\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x13.shardlite.v1.Frame\"<\n\x0f\x46orwardResponse\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.FrameResult\"i\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\x12\x0e\n\x06leader\x18\x05 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x06 \x01(\x04\"\x10\n\x0eMembersRequest\"V\n\x0fMembersResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.shardlite.v1.Member\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\"G\n\x10\x41\x64\x64MemberRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0clearner_only\x18\x03 \x01(\x08\":\n\x11\x41\x64\x64MemberResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.shardlite.v1.Member\"#\n\x13RemoveMemberRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x14RemoveMemberResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.shardlite.v1.Member\"%\n\x15TransferLeaderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x16TransferLeaderResponse\x12\x0e\n\x06leader\x18\x01 \x01(\t\"6\n\x10PartitionRequest\x12\x0f\n\x07\x64rop_to\x18\x01 \x03(\t\x12\x11\n\tdrop_from\x18\x02 \x03(\t\"?\n\x11PartitionResponse\x12\x13\n\x0b\x64ropping_to\x18\x01 \x03(\t\x12\x15\n\rdropping_from\x18\x02 \x03(\t\"\r\n\x0bHealRequest2\xd2\x01\n\x04Raft\x12\x38\n\x04Send\x12\x17.shardlite.v1.RaftBatch\x1a\x15.shardlite.v1.SendAck(\x01\x12H\n\x0cSendSnapshot\x12\x1b.shardlite.v1.SnapshotChunk\x1a\x19.shardlite.v1.SnapshotAck(\x01\x12\x46\n\x07\x46orward\x12\x1c.shardlite.v1.ForwardRequest\x1a\x1d.shardlite.v1.ForwardResponse2\xd3\x02\n\x07\x43luster\x12\x46\n\x07Members\x12\x1c.shardlite.v1.MembersRequest\x1a\x1d.shardlite.v1.MembersResponse\x12L\n\tAddMember\x12\x1e.shardlite.v1.AddMemberRequest\x1a\x1f.shardlite.v1.AddMemberResponse\x12U\n\x0cRemoveMember\x12!.shardlite.v1.RemoveMemberRequest\x1a\".shardlite.v1.RemoveMemberResponse\x12[\n\x0eTransferLeader\x12#.shardlite.v1.TransferLeaderRequest\x1a$.shardlite.v1.TransferLeaderResponse2\x9a\x01\n\x06\x46\x61ults\x12L\n\tPartition\x12\x1e.shardlite.v1.PartitionRequest\x1a\x1f.shardlite.v1.PartitionResponse\x12\x42\n\x04Heal\x12\x19.shardlite.v1.HealRequest\x1a\x1f.shardlite.v1.PartitionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10proto/raft.proto\x12\x0cshardlite.v1\x1a\x11proto/frame.proto\"D\n\tRaftEntry\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04type\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"[\n\x0cRaftSnapshot\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0e\n\x06voters\x18\x03 \x03(\x04\x12\x10\n\x08learners\x18\x04 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x98\x02\n\x0bRaftMessage\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\n\n\x02to\x18\x02 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12(\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\x17.shardlite.v1.RaftEntry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\x0e\n\x06reject\x18\t \x01(\x08\x12\x13\n\x0breject_hint\x18\n \x01(\x04\x12,\n\x08snapshot\x18\x0b \x01(\x0b\x32\x1a.shardlite.v1.RaftSnapshot\x12\x14\n\x0chas_snapshot\x18\x0c \x01(\x08\x12\x0f\n\x07\x63ontext\x18\r \x01(\x0c\"8\n\tRaftBatch\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.shardlite.v1.RaftMessage\"\t\n\x07SendAck\"\xa0\x01\n\rSnapshotChunk\x12*\n\x07message\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.RaftMessage\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0clast_of_file\x18\x05 \x01(\x08\x12\x11\n\tfile_size\x18\x06 \x01(\x04\x12\x0e\n\x06sha256\x18\x07 \x01(\x0c\"/\n\x0bSnapshotAck\x12\x11\n\tinstalled\x18\x01 \x01(\x08\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"4\n\x0e\x46orwardRequest\x12\"\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x13.shardlite.v1.Frame\"\x80\x02\n\x10\x46orwardRejection\x12\x35\n\x06reason\x18\x01 \x01(\x0e\x32%.shardlite.v1.ForwardRejection.Reason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x13\n\x0bleader_hint\x18\x03 \x01(\t\"\x8f\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nNOT_LEADER\x10\x01\x12\x0b\n\x07INVALID\x10\x02\x12\x11\n\rSHUTTING_DOWN\x10\x03\x12\x0e\n\nQUEUE_FULL\x10\x04\x12\x18\n\x14TRANSFER_IN_PROGRESS\x10\x05\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x06\"~\n\x0f\x46orwardResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.FrameResultH\x00\x12\x33\n\trejection\x18\x02 \x01(\x0b\x32\x1e.shardlite.v1.ForwardRejectionH\x00\x42\t\n\x07outcome\"i\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07learner\x18\x04 \x01(\x08\x12\x0e\n\x06leader\x18\x05 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x06 \x01(\x04\"\x10\n\x0eMembersRequest\"V\n\x0fMembersResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.shardlite.v1.Member\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\"G\n\x10\x41\x64\x64MemberRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x14\n\x0clearner_only\x18\x03 \x01(\x08\":\n\x11\x41\x64\x64MemberResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.shardlite.v1.Member\"#\n\x13RemoveMemberRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x14RemoveMemberResponse\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.shardlite.v1.Member\"%\n\x15TransferLeaderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"(\n\x16TransferLeaderResponse\x12\x0e\n\x06leader\x18\x01 \x01(\t\"6\n\x10PartitionRequest\x12\x0f\n\x07\x64rop_to\x18\x01 \x03(\t\x12\x11\n\tdrop_from\x18\x02 \x03(\t\"?\n\x11PartitionResponse\x12\x13\n\x0b\x64ropping_to\x18\x01 \x03(\t\x12\x15\n\rdropping_from\x18\x02 \x03(\t\"\r\n\x0bHealRequest2\xd2\x01\n\x04Raft\x12\x38\n\x04Send\x12\x17.shardlite.v1.RaftBatch\x1a\x15.shardlite.v1.SendAck(\x01\x12H\n\x0cSendSnapshot\x12\x1b.shardlite.v1.SnapshotChunk\x1a\x19.shardlite.v1.SnapshotAck(\x01\x12\x46\n\x07\x46orward\x12\x1c.shardlite.v1.ForwardRequest\x1a\x1d.shardlite.v1.ForwardResponse2\xd3\x02\n\x07\x43luster\x12\x46\n\x07Members\x12\x1c.shardlite.v1.MembersRequest\x1a\x1d.shardlite.v1.MembersResponse\x12L\n\tAddMember\x12\x1e.shardlite.v1.AddMemberRequest\x1a\x1f.shardlite.v1.AddMemberResponse\x12U\n\x0cRemoveMember\x12!.shardlite.v1.RemoveMemberRequest\x1a\".shardlite.v1.RemoveMemberResponse\x12[\n\x0eTransferLeader\x12#.shardlite.v1.TransferLeaderRequest\x1a$.shardlite.v1.TransferLeaderResponse2\x9a\x01\n\x06\x46\x61ults\x12L\n\tPartition\x12\x1e.shardlite.v1.PartitionRequest\x1a\x1f.shardlite.v1.PartitionResponse\x12\x42\n\x04Heal\x12\x19.shardlite.v1.HealRequest\x1a\x1f.shardlite.v1.PartitionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,36 +48,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTACK']._serialized_end=778
   _globals['_FORWARDREQUEST']._serialized_start=780
   _globals['_FORWARDREQUEST']._serialized_end=832
-  _globals['_FORWARDRESPONSE']._serialized_start=834
-  _globals['_FORWARDRESPONSE']._serialized_end=894
-  _globals['_MEMBER']._serialized_start=896
-  _globals['_MEMBER']._serialized_end=1001
-  _globals['_MEMBERSREQUEST']._serialized_start=1003
-  _globals['_MEMBERSREQUEST']._serialized_end=1019
-  _globals['_MEMBERSRESPONSE']._serialized_start=1021
-  _globals['_MEMBERSRESPONSE']._serialized_end=1107
-  _globals['_ADDMEMBERREQUEST']._serialized_start=1109
-  _globals['_ADDMEMBERREQUEST']._serialized_end=1180
-  _globals['_ADDMEMBERRESPONSE']._serialized_start=1182
-  _globals['_ADDMEMBERRESPONSE']._serialized_end=1240
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1242
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1277
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=1279
-  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=1340
-  _globals['_TRANSFERLEADERREQUEST']._serialized_start=1342
-  _globals['_TRANSFERLEADERREQUEST']._serialized_end=1379
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=1381
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=1421
-  _globals['_PARTITIONREQUEST']._serialized_start=1423
-  _globals['_PARTITIONREQUEST']._serialized_end=1477
-  _globals['_PARTITIONRESPONSE']._serialized_start=1479
-  _globals['_PARTITIONRESPONSE']._serialized_end=1542
-  _globals['_HEALREQUEST']._serialized_start=1544
-  _globals['_HEALREQUEST']._serialized_end=1557
-  _globals['_RAFT']._serialized_start=1560
-  _globals['_RAFT']._serialized_end=1770
-  _globals['_CLUSTER']._serialized_start=1773
-  _globals['_CLUSTER']._serialized_end=2112
-  _globals['_FAULTS']._serialized_start=2115
-  _globals['_FAULTS']._serialized_end=2269
+  _globals['_FORWARDREJECTION']._serialized_start=835
+  _globals['_FORWARDREJECTION']._serialized_end=1091
+  _globals['_FORWARDREJECTION_REASON']._serialized_start=948
+  _globals['_FORWARDREJECTION_REASON']._serialized_end=1091
+  _globals['_FORWARDRESPONSE']._serialized_start=1093
+  _globals['_FORWARDRESPONSE']._serialized_end=1219
+  _globals['_MEMBER']._serialized_start=1221
+  _globals['_MEMBER']._serialized_end=1326
+  _globals['_MEMBERSREQUEST']._serialized_start=1328
+  _globals['_MEMBERSREQUEST']._serialized_end=1344
+  _globals['_MEMBERSRESPONSE']._serialized_start=1346
+  _globals['_MEMBERSRESPONSE']._serialized_end=1432
+  _globals['_ADDMEMBERREQUEST']._serialized_start=1434
+  _globals['_ADDMEMBERREQUEST']._serialized_end=1505
+  _globals['_ADDMEMBERRESPONSE']._serialized_start=1507
+  _globals['_ADDMEMBERRESPONSE']._serialized_end=1565
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1567
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1602
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_start=1604
+  _globals['_REMOVEMEMBERRESPONSE']._serialized_end=1665
+  _globals['_TRANSFERLEADERREQUEST']._serialized_start=1667
+  _globals['_TRANSFERLEADERREQUEST']._serialized_end=1704
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=1706
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=1746
+  _globals['_PARTITIONREQUEST']._serialized_start=1748
+  _globals['_PARTITIONREQUEST']._serialized_end=1802
+  _globals['_PARTITIONRESPONSE']._serialized_start=1804
+  _globals['_PARTITIONRESPONSE']._serialized_end=1867
+  _globals['_HEALREQUEST']._serialized_start=1869
+  _globals['_HEALREQUEST']._serialized_end=1882
+  _globals['_RAFT']._serialized_start=1885
+  _globals['_RAFT']._serialized_end=2095
+  _globals['_CLUSTER']._serialized_start=2098
+  _globals['_CLUSTER']._serialized_end=2437
+  _globals['_FAULTS']._serialized_start=2440
+  _globals['_FAULTS']._serialized_end=2594
 # @@protoc_insertion_point(module_scope)

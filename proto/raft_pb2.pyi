@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from proto import frame_pb2 as _frame_pb2
 import builtins as _builtins
 import sys
@@ -260,22 +261,92 @@ class ForwardRequest(_message.Message):
 Global___ForwardRequest: _TypeAlias = ForwardRequest  # noqa: Y015
 
 @_typing.final
+class ForwardRejection(_message.Message):
+    """Why the leader did not run a forwarded write. Every reason but
+    OUTCOME_UNKNOWN means the frame certainly was not proposed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Reason:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ForwardRejection._Reason.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        REASON_UNSPECIFIED: ForwardRejection._Reason.ValueType  # 0
+        NOT_LEADER: ForwardRejection._Reason.ValueType  # 1
+        """Not proposed: this node does not lead (leader_hint says who may)."""
+        INVALID: ForwardRejection._Reason.ValueType  # 2
+        """Not proposed: the frame is wrong; retrying it unchanged cannot succeed."""
+        SHUTTING_DOWN: ForwardRejection._Reason.ValueType  # 3
+        """Not proposed: the node is shutting down or has stopped."""
+        QUEUE_FULL: ForwardRejection._Reason.ValueType  # 4
+        """Not proposed: too many proposals queued; back off and retry."""
+        TRANSFER_IN_PROGRESS: ForwardRejection._Reason.ValueType  # 5
+        """Not proposed: a leadership transfer is in progress."""
+        OUTCOME_UNKNOWN: ForwardRejection._Reason.ValueType  # 6
+        """Proposed, but whether it commits is unknown: retry with the same request_id."""
+
+    class Reason(_Reason, metaclass=_ReasonEnumTypeWrapper): ...
+    REASON_UNSPECIFIED: ForwardRejection.Reason.ValueType  # 0
+    NOT_LEADER: ForwardRejection.Reason.ValueType  # 1
+    """Not proposed: this node does not lead (leader_hint says who may)."""
+    INVALID: ForwardRejection.Reason.ValueType  # 2
+    """Not proposed: the frame is wrong; retrying it unchanged cannot succeed."""
+    SHUTTING_DOWN: ForwardRejection.Reason.ValueType  # 3
+    """Not proposed: the node is shutting down or has stopped."""
+    QUEUE_FULL: ForwardRejection.Reason.ValueType  # 4
+    """Not proposed: too many proposals queued; back off and retry."""
+    TRANSFER_IN_PROGRESS: ForwardRejection.Reason.ValueType  # 5
+    """Not proposed: a leadership transfer is in progress."""
+    OUTCOME_UNKNOWN: ForwardRejection.Reason.ValueType  # 6
+    """Proposed, but whether it commits is unknown: retry with the same request_id."""
+
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    LEADER_HINT_FIELD_NUMBER: _builtins.int
+    reason: Global___ForwardRejection.Reason.ValueType
+    detail: _builtins.str
+    leader_hint: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: Global___ForwardRejection.Reason.ValueType = ...,
+        detail: _builtins.str = ...,
+        leader_hint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "leader_hint", b"leader_hint", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForwardRejection: _TypeAlias = ForwardRejection  # noqa: Y015
+
+@_typing.final
 class ForwardResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULT_FIELD_NUMBER: _builtins.int
+    REJECTION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def result(self) -> _frame_pb2.FrameResult: ...
+    @_builtins.property
+    def rejection(self) -> Global___ForwardRejection: ...
     def __init__(
         self,
         *,
         result: _frame_pb2.FrameResult | None = ...,
+        rejection: Global___ForwardRejection | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "rejection", b"rejection", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "rejection", b"rejection", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["result", "rejection"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
 Global___ForwardResponse: _TypeAlias = ForwardResponse  # noqa: Y015
 
