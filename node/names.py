@@ -48,14 +48,6 @@ def check_key(key: str) -> str:
     return key
 
 
-def check_value(value: bytes, max_value_bytes: int) -> bytes:
-    if len(value) > max_value_bytes:
-        raise InvalidArgument(
-            f"value is {len(value)} bytes; the limit is {max_value_bytes} (--max-value-bytes)"
-        )
-    return value
-
-
 def check_version(version: int) -> int:
     if version < 0:
         raise InvalidArgument(f"expected version {version} is negative; 0 means 'must not exist'")

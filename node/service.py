@@ -11,8 +11,8 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from node import names
-from node.errors import ConditionFailed, InvalidArgument, OutOfRange, Unavailable
+from node import frames, names
+from node.errors import ConditionFailed, OutOfRange, Unavailable
 from node.shard import scan
 from proto import frame_pb2, kv_pb2
 from replication.replicator import Compacted
@@ -20,73 +20,46 @@ from replication.replicator import Compacted
 if TYPE_CHECKING:
     from node.server import Node
 
-MAX_BATCH_OPS = 10_000
-
 
 class KVService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config = node.config
+        self.limits = frames.Limits(self.config.max_value_bytes, self.config.max_request_bytes)
 
     # -- writes -------------------------------------------------------------
 
     async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
         frame = self._frame(request.org, request.namespace, request.request_id)
-        key = names.check_key(request.key)
-        frame.ops.add(put=frame_pb2.PutOp(key=key, value=self._value(request.value)))
+        frame.ops.add(put=frame_pb2.PutOp(key=request.key, value=request.value))
         if request.HasField("expected_version"):
-            frame.conditions.add(key=key, version=names.check_version(request.expected_version))
+            frame.conditions.add(key=request.key, version=request.expected_version)
         result = await self._write(frame)
         return kv_pb2.PutResponse(index=result.index, version=result.results[0].version)
 
     async def Delete(self, request: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
         frame = self._frame(request.org, request.namespace, request.request_id)
-        key = names.check_key(request.key)
-        frame.ops.add(delete=frame_pb2.DeleteOp(key=key))
+        frame.ops.add(delete=frame_pb2.DeleteOp(key=request.key))
         if request.HasField("expected_version"):
-            frame.conditions.add(key=key, version=names.check_version(request.expected_version))
+            frame.conditions.add(key=request.key, version=request.expected_version)
         result = await self._write(frame)
         return kv_pb2.DeleteResponse(index=result.index, deleted=result.results[0].deleted)
 
     async def Batch(self, request: kv_pb2.BatchRequest, context: Any) -> kv_pb2.BatchResponse:
         frame = self._frame(request.org, request.namespace, request.request_id)
-        if not request.ops:
-            raise InvalidArgument("batch has no ops: send at least one put or delete")
-        if len(request.ops) > MAX_BATCH_OPS:
-            raise InvalidArgument(f"batch has {len(request.ops)} ops; the limit is {MAX_BATCH_OPS}")
-        for n, op in enumerate(request.ops):
-            if op.HasField("put"):
-                names.check_key(op.put.key)
-                self._value(op.put.value)
-            elif op.HasField("delete"):
-                names.check_key(op.delete.key)
-            else:
-                raise InvalidArgument(f"op {n} is neither a put nor a delete")
-        for condition in request.conditions:
-            names.check_key(condition.key)
-            names.check_version(condition.version)
         frame.ops.extend(request.ops)
         frame.conditions.extend(request.conditions)
         result = await self._write(frame)
         return kv_pb2.BatchResponse(index=result.index, results=result.results)
 
     def _frame(self, org: str, namespace: str, request_id: frame_pb2.RequestId) -> frame_pb2.Frame:
-        frame = frame_pb2.Frame(
-            org=names.check_org(org),
-            namespace=names.check_namespace(namespace),
-            trace_id=os.urandom(16),
-        )
-        if request_id.client_id:
-            if len(request_id.client_id) > 128:
-                raise InvalidArgument("request_id.client_id is longer than 128 characters")
-            frame.request_id.CopyFrom(request_id)
+        """The raw frame of a request; `_write` sends it through the gate."""
+        frame = frame_pb2.Frame(org=org, namespace=namespace, trace_id=os.urandom(16))
+        frame.request_id.CopyFrom(request_id)
         return frame
 
-    def _value(self, value: bytes) -> bytes:
-        return names.check_value(value, self.config.max_value_bytes)
-
     async def _write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
-        result = await self.node.write(frame)
+        result = await self.node.write(frames.gate(frame, self.limits))
         if result.condition_failed:
             raise ConditionFailed(result.failed_key, result.failed_expected, result.failed_actual)
         return result

@@ -1,0 +1,135 @@
+"""The validation gate: the one place a Frame is checked before it enters the log.
+
+Every path that proposes a frame (the KV API, the leader's side of a
+follower's Forward, anything later) calls `gate`. It returns the canonical
+frame — built field by field, so unknown fields nested anywhere in a request
+never reach the replicated log — or raises InvalidArgument saying what to fix.
+
+`content_problem` is the part of the gate that depends only on the frame
+(names, keys, op kinds, counts, versions), never on a node's configuration.
+The applier runs it on every committed frame, so a frame that slipped past a
+gate (an older node, a forged peer) is refused identically on every replica.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node import names
+from node.errors import InvalidArgument
+from proto import frame_pb2
+
+MAX_OPS = 10_000
+MAX_CONDITIONS = 1_000
+MAX_CLIENT_ID_CHARS = 128
+MAX_TRACE_ID_BYTES = 64
+# An invalid frame's reason is streamed back with it; keep it short.
+MAX_PROBLEM_CHARS = 512
+# What Subscribe adds around a frame, beyond its per-op results: the index, the
+# outcome, a failed condition's key (<= 1 KiB) and versions, the reason of an
+# invalid frame, and the framing of a Raft append carrying it.
+STREAM_OVERHEAD_BYTES = 4096
+# Upper bound on one OpResult inside a streamed FrameResult (tag, length,
+# a 10-byte version varint, the deleted flag).
+OP_RESULT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The node's configured limits (--max-value-bytes, --max-request-bytes)."""
+
+    max_value_bytes: int = 1 << 20
+    # The largest gRPC message a node sends or receives.
+    max_message_bytes: int = 16 << 20
+
+
+def gate(frame: frame_pb2.Frame, limits: Limits) -> frame_pb2.Frame:
+    """The canonical copy of `frame`, or InvalidArgument saying what to fix."""
+    problem = content_problem(frame)
+    if problem is not None:
+        raise InvalidArgument(problem)
+    canonical = _canonical(frame)
+    for n, op in enumerate(canonical.ops):
+        if op.HasField("put") and len(op.put.value) > limits.max_value_bytes:
+            raise InvalidArgument(
+                f"op {n}: value is {len(op.put.value)} bytes; the limit is "
+                f"{limits.max_value_bytes} (--max-value-bytes)"
+            )
+    # The frame must fit every message it will travel in: a Raft append, a
+    # Forward, and Subscribe's response carrying it with its result.
+    streamed = canonical.ByteSize() + OP_RESULT_BYTES * len(canonical.ops) + STREAM_OVERHEAD_BYTES
+    if streamed > limits.max_message_bytes:
+        raise InvalidArgument(
+            f"write is too large: {canonical.ByteSize()} bytes with {len(canonical.ops)} ops "
+            f"does not fit the node's {limits.max_message_bytes}-byte messages "
+            "(--max-request-bytes); split it into smaller batches"
+        )
+    return canonical
+
+
+def content_problem(frame: frame_pb2.Frame) -> str | None:
+    """Why `frame` can never be applied, from its content alone; None if it can.
+
+    Deterministic: the same frame gets the same answer on every replica."""
+    try:
+        _check_content(frame)
+    except InvalidArgument as exc:
+        return str(exc)[:MAX_PROBLEM_CHARS]
+    return None
+
+
+def _check_content(frame: frame_pb2.Frame) -> None:
+    names.check_org(frame.org)
+    names.check_namespace(frame.namespace)
+    if not frame.ops:
+        raise InvalidArgument("write has no ops: send at least one put or delete")
+    if len(frame.ops) > MAX_OPS:
+        raise InvalidArgument(f"write has {len(frame.ops)} ops; the limit is {MAX_OPS}")
+    if len(frame.conditions) > MAX_CONDITIONS:
+        raise InvalidArgument(
+            f"write has {len(frame.conditions)} conditions; the limit is {MAX_CONDITIONS}"
+        )
+    for n, op in enumerate(frame.ops):
+        kind = op.WhichOneof("kind")
+        if kind is None:
+            raise InvalidArgument(f"op {n} is neither a put nor a delete")
+        key = op.put.key if kind == "put" else op.delete.key
+        _check_key(f"op {n}", key)
+    for n, condition in enumerate(frame.conditions):
+        _check_key(f"condition {n}", condition.key)
+        names.check_version(condition.version)
+    client_id = frame.request_id.client_id
+    if len(client_id) > MAX_CLIENT_ID_CHARS:
+        raise InvalidArgument(
+            f"request_id.client_id is {len(client_id)} characters; the limit is "
+            f"{MAX_CLIENT_ID_CHARS}"
+        )
+    if "\x00" in client_id:
+        raise InvalidArgument("request_id.client_id contains a NUL character")
+    if len(frame.trace_id) > MAX_TRACE_ID_BYTES:
+        raise InvalidArgument(
+            f"trace_id is {len(frame.trace_id)} bytes; the limit is {MAX_TRACE_ID_BYTES}"
+        )
+
+
+def _check_key(where: str, key: str) -> None:
+    try:
+        names.check_key(key)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{where}: {exc}") from None
+
+
+def _canonical(frame: frame_pb2.Frame) -> frame_pb2.Frame:
+    """A fresh Frame holding only the fields this node knows."""
+    canonical = frame_pb2.Frame(org=frame.org, namespace=frame.namespace, trace_id=frame.trace_id)
+    for op in frame.ops:
+        if op.HasField("put"):
+            canonical.ops.add(put=frame_pb2.PutOp(key=op.put.key, value=op.put.value))
+        else:
+            canonical.ops.add(delete=frame_pb2.DeleteOp(key=op.delete.key))
+    for condition in frame.conditions:
+        canonical.conditions.add(key=condition.key, version=condition.version)
+    if frame.request_id.client_id:
+        canonical.request_id.client_id = frame.request_id.client_id
+        canonical.request_id.seq = frame.request_id.seq
+    return canonical
