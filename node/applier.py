@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import os
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from pathlib import Path
 from node.errors import StorageError, Unavailable
 from node.shards import ShardStore
 from proto import frame_pb2
+from replication.durable import write_file_durably
 from replication.replicator import Replicator
 
 log = logging.getLogger(__name__)
@@ -30,11 +30,22 @@ MARKER_INTERVAL = 1.0
 
 
 def read_applied_marker(data_dir: Path) -> int:
-    """The applied index recorded by the last run (0 if none)."""
+    """The applied index recorded by the last run; 0 (replay from the start:
+    every shard knows its own applied index and skips what it has) if there is
+    none or it is unreadable (torn by a crash of an older version, garbage)."""
+    path = data_dir / "applied_index"
     try:
-        return int((data_dir / "applied_index").read_text().strip() or 0)
+        text = path.read_bytes().decode("ascii").strip()
     except FileNotFoundError:
         return 0
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("%s is unreadable (%s); replaying from the start", path, exc)
+        return 0
+    if not text.isdigit():
+        if text:
+            log.warning("%s holds %r, not an index; replaying from the start", path, text[:40])
+        return 0
+    return int(text)
 
 
 class Applier:
@@ -68,9 +79,8 @@ class Applier:
     def _write_marker(self, index: int) -> None:
         # Only ever lags the shards (they commit with synchronous=FULL first),
         # so a lost or stale marker just means a longer, idempotent replay.
-        tmp = self._marker.with_suffix(".tmp")
-        tmp.write_text(f"{index}\n")
-        os.replace(tmp, self._marker)
+        # Durable and atomic: a crash leaves the old marker or the new one.
+        write_file_durably(self._marker, f"{index}\n".encode())
         self._marker_written = index
 
     def start(self) -> None:

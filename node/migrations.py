@@ -33,6 +33,14 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             "CREATE INDEX requests_by_idx ON requests (idx)",
         ),
     ),
+    (
+        3,
+        (
+            # What applying each frame produced (applied, which condition failed,
+            # or why it was refused), for Subscribe; pruned by index like requests.
+            "CREATE TABLE outcomes (idx INTEGER PRIMARY KEY, result BLOB NOT NULL)",
+        ),
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

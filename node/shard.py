@@ -5,10 +5,18 @@ point reads; List opens its own read-only connection so a long scan holds a
 consistent snapshot without blocking anyone. `applied_index` is stored in the
 same transaction as the rows it covers, so replaying frames after a crash
 skips exactly what this shard already has.
+
+Determinism: every decision here depends only on the frames and their indices,
+never on how the applier split them into batches (each replica splits its own
+way). A retry at index i is recognised iff its original's index is
+>= i - retention; rows older than that are pruned lazily, and a pruned row and
+a stale one decide the same. Each frame's FrameResult is stored by index in
+`outcomes` (same transaction), for Subscribe.
 """
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import time
 import urllib.parse
@@ -19,6 +27,59 @@ from node.migrations import migrate
 from proto import frame_pb2
 
 LIST_CHUNK = 256
+
+# Errors of the machine, not of a frame's content: the applier must stop
+# (fail-stop) rather than record them as a frame's outcome, since another
+# replica, on a healthy disk, applies the frame.
+MACHINE_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.ENOSPC,
+        errno.EROFS,
+        errno.EDQUOT,
+        errno.ENOMEM,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EBADF,
+        errno.ENXIO,
+        errno.ENODEV,
+    }
+)
+MACHINE_SQLITE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_ABORT,
+    }
+)
+MACHINE_SQLITE_MESSAGES = ("disk i/o error", "database or disk is full", "disk image is malformed")
+
+
+def is_machine_fault(exc: BaseException) -> bool:
+    """True for faults of this machine (disk, memory, permissions); False for
+    errors a frame's content causes identically on every replica."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in MACHINE_SQLITE_CODES:
+            return True
+        return any(text in str(exc).lower() for text in MACHINE_SQLITE_MESSAGES)
+    if isinstance(exc, OSError):
+        return exc.errno in MACHINE_ERRNOS or exc.errno is None
+    return False
 
 
 def _connect(path: Path, busy_timeout_ms: int, read_only: bool = False) -> sqlite3.Connection:
@@ -59,7 +120,10 @@ class Shard:
     ) -> list[frame_pb2.FrameResult | None]:
         """Apply frames (ascending indices) in one transaction.
 
-        Returns one result per frame; None for a frame this shard already had."""
+        Returns one result per frame; None for a frame this shard already had.
+        A frame that fails for its content (a deterministic SQLite error) is
+        rolled back alone and its result says why (FrameResult.invalid); a
+        machine fault (is_machine_fault) rolls back everything and is raised."""
         results: list[frame_pb2.FrameResult | None] = []
         last = self.applied_index
         conn = self._writer
@@ -69,11 +133,21 @@ class Shard:
                 if index <= last:
                     results.append(None)
                     continue
-                results.append(self._apply_one(conn, index, frame))
+                result = self._apply_in_savepoint(conn, index, frame, request_retention)
+                conn.execute(
+                    "INSERT OR REPLACE INTO outcomes (idx, result) VALUES (?, ?)",
+                    (index, result.SerializeToString(deterministic=True)),
+                )
+                results.append(result)
                 last = index
             if last != self.applied_index:
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'applied_index'", (last,))
-                conn.execute("DELETE FROM requests WHERE idx < ?", (last - request_retention,))
+                # Lazy pruning: the lookup checks the stored index itself, so
+                # when rows go does not change any decision; after the same
+                # frames every replica holds the same rows.
+                horizon = last - request_retention
+                conn.execute("DELETE FROM requests WHERE idx < ?", (horizon,))
+                conn.execute("DELETE FROM outcomes WHERE idx < ?", (horizon,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -81,18 +155,36 @@ class Shard:
         self.applied_index = last
         return results
 
+    @classmethod
+    def _apply_in_savepoint(
+        cls, conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame, retention: int
+    ) -> frame_pb2.FrameResult:
+        conn.execute("SAVEPOINT frame")
+        try:
+            result = cls._apply_one(conn, index, frame, retention)
+        except Exception as exc:
+            if is_machine_fault(exc):
+                raise
+            conn.execute("ROLLBACK TO frame")
+            conn.execute("RELEASE frame")
+            return frame_pb2.FrameResult(index=index, invalid=f"cannot apply: {exc}")
+        conn.execute("RELEASE frame")
+        return result
+
     @staticmethod
     def _apply_one(
-        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame
+        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame, retention: int
     ) -> frame_pb2.FrameResult:
         request = frame.request_id if frame.HasField("request_id") else None
         if request is not None and request.client_id:
             row = conn.execute(
-                "SELECT result FROM requests WHERE client_id = ? AND seq = ?",
+                "SELECT idx, result FROM requests WHERE client_id = ? AND seq = ?",
                 (request.client_id, request.seq),
             ).fetchone()
-            if row is not None:
-                return frame_pb2.FrameResult.FromString(row[0])
+            # Recognised iff within the window counted from this frame's index:
+            # a stale row not yet pruned decides the same as a pruned one.
+            if row is not None and int(row[0]) >= index - retention:
+                return frame_pb2.FrameResult.FromString(row[1])
         result = frame_pb2.FrameResult(index=index)
         for condition in frame.conditions:
             row = conn.execute("SELECT version FROM kv WHERE key = ?", (condition.key,)).fetchone()
@@ -119,7 +211,12 @@ class Shard:
         if request is not None and request.client_id:
             conn.execute(
                 "INSERT OR REPLACE INTO requests (client_id, seq, idx, result) VALUES (?, ?, ?, ?)",
-                (request.client_id, request.seq, index, result.SerializeToString()),
+                (
+                    request.client_id,
+                    request.seq,
+                    index,
+                    result.SerializeToString(deterministic=True),
+                ),
             )
         return result
 
@@ -129,8 +226,22 @@ class Shard:
         row = self._reader.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
         return (bytes(row[0]), int(row[1])) if row else None
 
+    def outcome(self, index: int) -> frame_pb2.FrameResult | None:
+        """What applying the frame at `index` produced here (None: not applied
+        here, or pruned)."""
+        row = self._reader.execute("SELECT result FROM outcomes WHERE idx = ?", (index,)).fetchone()
+        return frame_pb2.FrameResult.FromString(row[0]) if row else None
+
     def checkpoint(self) -> None:
-        self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # Never wait for readers (an open List): a checkpoint that cannot finish
+        # now is left to SQLite's next automatic one.
+        self._writer.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            self._writer.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
 
     def close(self) -> None:
         try:
@@ -138,6 +249,27 @@ class Shard:
         finally:
             self._reader.close()
             self._writer.close()
+
+
+def dump(path: Path) -> list[tuple[str, list[tuple[object, ...]]]]:
+    """The logical content of a shard file, table by table, in key order: what
+    two replicas applying the same frames must hold identically."""
+    conn = _connect(path, 5000, read_only=True)
+    try:
+        conn.execute("BEGIN")
+        return [
+            ("meta", conn.execute("SELECT name, value FROM meta ORDER BY name").fetchall()),
+            ("kv", conn.execute("SELECT key, value, version FROM kv ORDER BY key").fetchall()),
+            (
+                "requests",
+                conn.execute(
+                    "SELECT client_id, seq, idx, result FROM requests ORDER BY client_id, seq"
+                ).fetchall(),
+            ),
+            ("outcomes", conn.execute("SELECT idx, result FROM outcomes ORDER BY idx").fetchall()),
+        ]
+    finally:
+        conn.close()
 
 
 def scan(
