@@ -63,7 +63,8 @@ def test_a_late_retry_is_decided_by_indices_not_by_batches(tmp_path: Path) -> No
         shard.close()
     assert outcomes[0] == outcomes[1]
     last, value = outcomes[0]
-    assert last is not None and last.index == 13  # applied anew
+    assert last is not None
+    assert last.index == 13
     assert value == (b"v2", 13)
     assert dump(tmp_path / "one.db") == dump(tmp_path / "split.db")
 
