@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from proto import frame_pb2
@@ -21,6 +22,8 @@ from replication.replicator import (
     RejectReason,
     ReplicatorStatus,
 )
+
+log = logging.getLogger(__name__)
 
 
 class NoopReplicator:
@@ -36,6 +39,7 @@ class NoopReplicator:
         max_frame_bytes: int = 16 << 20,
         max_pending: int = 65_536,
         first_index: int = 1,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.node_id = node_id
         self.retain = retain
@@ -49,18 +53,29 @@ class NoopReplicator:
         self._wakeup = asyncio.Event()
         self._durable = asyncio.Condition()
         self._closing = False
+        # Fail-stop (issue 11 item 4): once a write or fsync of the log fails,
+        # nothing is known about what reached the disk; every waiter and every
+        # new request fails at once, and on_fatal hears of it once.
         self._failed: BaseException | None = None
+        self.on_fatal = on_fatal
         self._writer_task = asyncio.get_running_loop().create_task(
             self._write_loop(), name="noop-log-writer"
         )
 
     # -- proposals --------------------------------------------------------
 
+    @property
+    def failed(self) -> BaseException | None:
+        return self._failed
+
+    def _storage_failed(self) -> Rejected:
+        return Rejected(RejectReason.STORAGE_FAILED, f"the frame log failed: {self._failed}")
+
     async def propose(self, frame: frame_pb2.Frame) -> Accepted:
+        if self._failed is not None:
+            raise self._storage_failed()
         if self._closing:
             raise Rejected(RejectReason.SHUTTING_DOWN)
-        if self._failed is not None:
-            raise Rejected(RejectReason.STORAGE_FAILED, str(self._failed))
         data = frame.SerializeToString()
         if len(data) > self.max_frame_bytes:
             raise Rejected(
@@ -88,7 +103,7 @@ class NoopReplicator:
         if self._failed is not None:
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(Rejected(RejectReason.STORAGE_FAILED, str(self._failed)))
+                    future.set_exception(self._storage_failed())
             return
         first = self._durable_index + 1
         try:
@@ -97,10 +112,7 @@ class NoopReplicator:
                 asyncio.to_thread(self._log.append, [data for data, _ in batch])
             )
         except Exception as exc:  # an fsync or write error: stop accepting anything
-            self._failed = exc
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(Rejected(RejectReason.STORAGE_FAILED, str(exc)))
+            await self._fail(exc, batch)
             return
         assert last == first + len(batch) - 1
         self._durable_index = last
@@ -109,6 +121,23 @@ class NoopReplicator:
                 future.set_result(first + i)
         async with self._durable:
             self._durable.notify_all()
+
+    async def _fail(
+        self, exc: BaseException, batch: list[tuple[bytes, asyncio.Future[int]]]
+    ) -> None:
+        log.critical("the frame log failed: %s", exc, exc_info=exc)
+        self._failed = exc
+        waiting, self._pending = self._pending, []
+        for _, future in batch + waiting:
+            if not future.done():
+                future.set_exception(self._storage_failed())
+        async with self._durable:
+            self._durable.notify_all()
+        if self.on_fatal is not None:
+            try:
+                self.on_fatal(exc)
+            except Exception:
+                log.exception("on_fatal failed")
 
     # -- the committed stream ----------------------------------------------
 
@@ -122,6 +151,8 @@ class NoopReplicator:
             raise Compacted(from_index, self._first_index)
         next_index = from_index
         while True:
+            if self._failed is not None:
+                raise self._storage_failed()
             if next_index <= self._durable_index:
                 try:
                     records = self._log.read(next_index)
@@ -140,10 +171,16 @@ class NoopReplicator:
     async def _wait_durable(self, index: int) -> None:
         async with self._durable:
             await self._durable.wait_for(
-                lambda: self._durable_index >= index or self._writer_task.done()
+                lambda: (
+                    self._durable_index >= index
+                    or self._writer_task.done()
+                    or self._failed is not None
+                )
             )
 
     async def read_barrier(self) -> int:
+        if self._failed is not None:
+            raise self._storage_failed()
         if self._closing:
             raise Rejected(RejectReason.SHUTTING_DOWN)
         return self._durable_index
@@ -175,4 +212,8 @@ class NoopReplicator:
             await self._writer_task
         async with self._durable:
             self._durable.notify_all()
-        await asyncio.to_thread(self._log.close)
+        if self._failed is None:
+            await asyncio.to_thread(self._log.close)
+        else:
+            with contextlib.suppress(OSError):  # the disk already failed once
+                await asyncio.to_thread(self._log.close)

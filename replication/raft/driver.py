@@ -66,6 +66,19 @@ class NamedLogger:
         self._log(logging.WARNING, msg, args)
 
 
+class DriverFailed(Exception):
+    """The driver's loop died of a fault of the machine (an fsync error, a
+    snapshot that cannot be installed): nothing more will be persisted here."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"the raft loop stopped: {type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+class DriverStopped(Exception):
+    """The driver was closed: it takes no more work."""
+
+
 @dataclass
 class _Pending:
     term: int
@@ -86,6 +99,7 @@ class RaftDriver:
         rng: random.Random | None = None,
         on_install_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
         snapshot_source: Callable[[int], Path | None] | None = None,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.id = node_id
         self.storage = storage
@@ -134,6 +148,10 @@ class RaftDriver:
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        # Fail-stop: set once when the loop dies; then every waiter and every
+        # new request fails at once with it, and on_fatal hears of it once.
+        self.failed: DriverFailed | None = None
+        self.on_fatal = on_fatal
 
     # -- inputs (any coroutine on the loop) -----------------------------------
 
@@ -141,14 +159,31 @@ class RaftDriver:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="raft-driver")
 
     def deliver(self, m: Message) -> None:
-        """A message from a peer (called by the transport's receiver)."""
-        if not self._closing:
+        """A message from a peer (called by the transport's receiver); dropped
+        once the loop is gone, so the inbox cannot grow without it."""
+        if not self._closing and self.failed is None:
             self._inbox.append(m)
             self._wake.set()
 
+    def check_alive(self) -> None:
+        """Raise DriverFailed or DriverStopped if the loop takes no more work:
+        anything queued now would never be answered."""
+        if self.failed is not None:
+            raise self.failed
+        if self._closing or (self._task is not None and self._task.done()):
+            raise DriverStopped("the raft loop is stopped")
+
+    @property
+    def queued_proposals(self) -> int:
+        """Proposals waiting for the loop to hand them to the core."""
+        return len(self._proposals)
+
     async def propose(self, data: bytes) -> tuple[int, int]:
         """Append `data` as a log entry on the leader; (term, index) where it landed.
-        Raises ProposalDroppedError when this node cannot take it."""
+        Raises ProposalDroppedError when this node cannot take it, DriverFailed
+        or DriverStopped when the loop is gone. A caller that gives up (cancels)
+        before the loop took it leaves nothing proposed."""
+        self.check_alive()
         future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
         self._proposals.append((data, future))
         self._wake.set()
@@ -160,6 +195,9 @@ class RaftDriver:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # The caller may give up (a timeout) before the outcome is known.
         future.add_done_callback(_retrieve)
+        if self.failed is not None:
+            future.set_exception(self.failed)
+            return future
         if index <= self.commit_published:
             try:
                 same = self.storage.term(index) == term
@@ -175,6 +213,7 @@ class RaftDriver:
 
     async def read_index(self) -> int:
         """A commit index that a linearizable read must wait for (dissertation §6.4)."""
+        self.check_alive()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reads.append(future)
         self._wake.set()
@@ -182,6 +221,7 @@ class RaftDriver:
 
     async def call(self, fn: Callable[[RaftCore], Any]) -> Any:
         """Run `fn(core)` inside the loop (admin requests: conf change, transfer)."""
+        self.check_alive()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._calls.append((fn, future))
         self._wake.set()
@@ -219,12 +259,28 @@ class RaftDriver:
                 self.transport.send(self.core.take_messages())
                 await self._handle_ready()
         except asyncio.CancelledError:
+            self._fail_waiters(DriverStopped("the raft loop was cancelled"))
             raise
-        except BaseException:
-            log.critical("raft driver stopped", exc_info=True)
-            raise
-        finally:
-            self._fail_waiters(ProposalDroppedError(DropReason.NOT_LEADER, NONE))
+        except BaseException as exc:
+            # Fail-stop (issue 11 item 4): log, fail every waiter with the
+            # cause, refuse new work, and tell the owner once. Not re-raised:
+            # nobody awaits this task, on_fatal is how the fault is reported.
+            log.critical("raft driver stopped: %s", exc, exc_info=True)
+            self.failed = DriverFailed(exc)
+            self._inbox.clear()
+            # No longer leading: nothing will be sent or persisted by this loop.
+            self.role, self.leader = Role.FOLLOWER, NONE
+            self.leader_changed.set()
+            self._fail_waiters(self.failed)
+            async with self.committed:
+                self.committed.notify_all()
+            if self.on_fatal is not None:
+                try:
+                    self.on_fatal(exc)
+                except Exception:
+                    log.exception("on_fatal failed")
+        else:
+            self._fail_waiters(DriverStopped("the raft loop stopped"))
 
     def _feed(self) -> None:
         core = self.core
@@ -395,7 +451,11 @@ class RaftDriver:
         await self.transport.close()
         async with self.committed:
             self.committed.notify_all()
-        await asyncio.to_thread(self.storage.close)
+        if self.failed is None:
+            await asyncio.to_thread(self.storage.close)
+        else:
+            with contextlib.suppress(OSError):  # the disk already failed once
+                await asyncio.to_thread(self.storage.close)
 
 
 def _retrieve(future: asyncio.Future[int]) -> None:

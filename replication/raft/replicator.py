@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from replication.replicator import (
 )
 
 from .core import RaftCore
-from .driver import RaftDriver
+from .driver import DriverFailed, DriverStopped, RaftDriver
 from .errors import CompactedError, DropReason, ProposalDroppedError
 from .members import MemberBook, MemberInfo, bootstrap_entries, member_id
 from .messages import (
@@ -82,6 +82,10 @@ class RaftSettings:
     propose_timeout: float = 5.0
     read_timeout: float = 5.0
     max_frame_bytes: int = 16 << 20
+    # Proposals in flight here (queued for the loop or waiting to commit), by
+    # count and by bytes: past either, propose answers QUEUE_FULL at once.
+    max_pending_proposals: int = 10_000
+    max_pending_bytes: int = 256 << 20
     applied: int = 0
     seed: int | None = None
     # §7: snapshot once this many entries were applied since the last snapshot,
@@ -96,8 +100,17 @@ class RaftSettings:
 class RaftReplicator:
     kind = "raft"
 
-    def __init__(self, settings: RaftSettings, state_machine: StateMachine | None = None) -> None:
+    def __init__(
+        self,
+        settings: RaftSettings,
+        state_machine: StateMachine | None = None,
+        *,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.on_fatal = on_fatal
+        self._pending_count = 0
+        self._pending_bytes = 0
         self.state_machine = state_machine
         self.snapshot_dir = settings.directory / "snapshots"
         self.incoming_dir = self.snapshot_dir / "incoming"
@@ -124,6 +137,7 @@ class RaftReplicator:
             rng=random.Random(settings.seed),
             on_install_snapshot=self._install_snapshot if state_machine else None,
             snapshot_source=self._snapshot_files,
+            on_fatal=self._driver_died,
         )
         self._closing = False
         self.driver.start()
@@ -158,6 +172,24 @@ class RaftReplicator:
             f" from a backup at index {base}" if base else "",
         )
 
+    # -- fail-stop (issue 11 item 4) ---------------------------------------------
+
+    def _driver_died(self, exc: BaseException) -> None:
+        """The driver failed its own waiters; tell the node (once: the loop dies once)."""
+        if self.on_fatal is not None:
+            self.on_fatal(exc)
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The fault that stopped the Raft loop, if it stopped."""
+        return self.driver.failed.cause if self.driver.failed is not None else None
+
+    def _check_usable(self) -> None:
+        if self.driver.failed is not None:
+            raise _storage_failed(self.driver.failed)
+        if self._closing:
+            raise Rejected(RejectReason.SHUTTING_DOWN)
+
     # -- proposals ------------------------------------------------------------
 
     def _rejected(self, exc: ProposalDroppedError) -> Rejected:
@@ -166,8 +198,7 @@ class RaftReplicator:
         return Rejected(reason, exc.reason.value, leader_hint=hint)
 
     async def propose(self, frame: frame_pb2.Frame) -> Accepted:
-        if self._closing:
-            raise Rejected(RejectReason.SHUTTING_DOWN)
+        self._check_usable()
         data = frame.SerializeToString()
         if len(data) > self.settings.max_frame_bytes:
             raise Rejected(
@@ -176,18 +207,54 @@ class RaftReplicator:
             )
         if not self.driver.is_leader:
             raise self._rejected(ProposalDroppedError(DropReason.NOT_LEADER, self.driver.leader))
+        settings = self.settings
+        if (
+            self._pending_count >= settings.max_pending_proposals
+            or self._pending_bytes + len(data) > settings.max_pending_bytes
+        ):
+            raise Rejected(
+                RejectReason.QUEUE_FULL,
+                f"{self._pending_count} proposals ({self._pending_bytes} bytes) in flight; "
+                f"the limits are {settings.max_pending_proposals} and "
+                f"{settings.max_pending_bytes} bytes",
+            )
+        self._pending_count += 1
+        self._pending_bytes += len(data)
         try:
-            term, index = await self.driver.propose(data)
+            return await self._propose(data)
+        finally:
+            self._pending_count -= 1
+            self._pending_bytes -= len(data)
+
+    async def _propose(self, data: bytes) -> Accepted:
+        timeout = self.settings.propose_timeout
+        try:
+            # Bounded: a loop stuck in an fsync must not hold callers forever.
+            # Timed out before the loop took it, the proposal is withdrawn.
+            term, index = await asyncio.wait_for(self.driver.propose(data), timeout)
         except ProposalDroppedError as exc:
             raise self._rejected(exc) from None
+        except DriverFailed as exc:
+            raise _storage_failed(exc) from None
+        except DriverStopped:
+            raise Rejected(RejectReason.SHUTTING_DOWN) from None
+        except TimeoutError:
+            raise Rejected(
+                RejectReason.QUEUE_FULL,
+                f"the raft loop did not take the proposal within {timeout}s",
+            ) from None
         try:
-            await asyncio.wait_for(
-                asyncio.shield(self.driver.wait_committed(term, index)),
-                self.settings.propose_timeout,
-            )
+            await asyncio.wait_for(asyncio.shield(self.driver.wait_committed(term, index)), timeout)
         except ProposalDroppedError:
             raise Rejected(
                 RejectReason.LEADERSHIP_LOST, f"entry {index} was replaced by a new leader"
+            ) from None
+        except DriverFailed as exc:
+            raise _storage_failed(exc) from None
+        except DriverStopped:
+            raise Rejected(
+                RejectReason.LEADERSHIP_LOST,
+                f"the raft loop stopped before entry {index} committed; its outcome is unknown",
             ) from None
         except TimeoutError:
             raise Rejected(
@@ -204,8 +271,10 @@ class RaftReplicator:
     ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
         if from_index < 1:
             raise ValueError("from_index must be >= 1")
+        self._check_failed()
         next_index = from_index
         while True:
+            self._check_failed()
             published = self.driver.commit_published
             if next_index <= published:
                 try:
@@ -228,16 +297,27 @@ class RaftReplicator:
     async def _wait_published(self, index: int) -> None:
         async with self.driver.committed:
             await self.driver.committed.wait_for(
-                lambda: self.driver.commit_published >= index or self._closing
+                lambda: (
+                    self.driver.commit_published >= index
+                    or self._closing
+                    or self.driver.failed is not None
+                )
             )
 
+    def _check_failed(self) -> None:
+        if self.driver.failed is not None:
+            raise _storage_failed(self.driver.failed)
+
     async def read_barrier(self) -> int:
-        if self._closing:
-            raise Rejected(RejectReason.SHUTTING_DOWN)
+        self._check_usable()
         try:
             return await asyncio.wait_for(self.driver.read_index(), self.settings.read_timeout)
         except ProposalDroppedError as exc:
             raise self._rejected(exc) from None
+        except DriverFailed as exc:
+            raise _storage_failed(exc) from None
+        except DriverStopped:
+            raise Rejected(RejectReason.SHUTTING_DOWN) from None
         except TimeoutError:
             raise Rejected(
                 RejectReason.NOT_LEADER,
@@ -295,8 +375,7 @@ class RaftReplicator:
 
     async def _change(self, cc: ConfChange) -> None:
         """Propose one membership change on the leader and wait until it commits."""
-        if self._closing:
-            raise Rejected(RejectReason.SHUTTING_DOWN)
+        self._check_usable()
         try:
             proposed = await self.driver.call(lambda core: core.propose_conf_change(cc))
             await asyncio.wait_for(
@@ -305,6 +384,10 @@ class RaftReplicator:
             )
         except ProposalDroppedError as exc:
             raise self._rejected(exc) from None
+        except DriverFailed as exc:
+            raise _storage_failed(exc) from None
+        except DriverStopped:
+            raise Rejected(RejectReason.SHUTTING_DOWN) from None
         except TimeoutError:
             raise Rejected(
                 RejectReason.LEADERSHIP_LOST, "membership change not committed in time"
@@ -349,7 +432,12 @@ class RaftReplicator:
             target = max(others, key=lambda n: st.progress[n].match if n in st.progress else 0)
         if target == self.id:
             return self.name
-        await self.driver.call(lambda core: core.transfer_leader(target))
+        try:
+            await self.driver.call(lambda core: core.transfer_leader(target))
+        except DriverFailed as exc:
+            raise _storage_failed(exc) from None
+        except DriverStopped:
+            raise Rejected(RejectReason.SHUTTING_DOWN) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
@@ -482,3 +570,7 @@ class RaftReplicator:
             with contextlib.suppress(Exception):
                 await self._snapshotting
         await self.driver.close()
+
+
+def _storage_failed(exc: DriverFailed) -> Rejected:
+    return Rejected(RejectReason.STORAGE_FAILED, str(exc))

@@ -151,15 +151,30 @@ class DiskStorage(MemoryStorage):
                 if end > len(data):
                     torn = "short record"
                 elif zlib.crc32(payload, zlib.crc32(bytes([kind]))) != crc:
+                    if end < len(data):
+                        # Records follow it, so it was written completely before
+                        # them: a crash cannot explain this, the disk can (etcd
+                        # refuses to start on it too). Cutting here would drop
+                        # entries this node may have acknowledged.
+                        raise CorruptWal(
+                            f"{self.path} is corrupt at offset {pos}: record of {length} bytes "
+                            f"fails its checksum and {len(data) - end} bytes of later records "
+                            "follow it; refusing to start (restore this member from a backup "
+                            "or remove it and let it rejoin)"
+                        )
                     torn = "checksum mismatch"
             if torn:
-                # Only the tail can be torn; anything after it would be a later
-                # write, which cannot have happened before this one completed.
+                # Only the last record can be torn: a crash mid-write of it.
+                # It was never acknowledged (nothing depends on a record before
+                # its fsync returns), so it is cut off.
                 with open(self.path, "r+b") as f:
                     f.truncate(pos)
                     os.fsync(f.fileno())
                 return
-            self._replay_record(kind, payload, pos)
+            try:
+                self._replay_record(kind, payload, pos)
+            except (struct.error, ValueError) as exc:
+                raise CorruptWal(f"{self.path} is corrupt at offset {pos}: {exc}") from exc
             pos = end
 
     def _replay_record(self, kind: int, payload: bytes, pos: int) -> None:
@@ -174,7 +189,7 @@ class DiskStorage(MemoryStorage):
             self._ents = [Entry(base_term, base_index)]
             self._snapshot = _decode_snapshot(payload[BASE.size :])
         else:
-            raise CorruptWal(f"{self.path}@{pos}: unknown record type {kind}")
+            raise CorruptWal(f"{self.path} is corrupt at offset {pos}: unknown record type {kind}")
 
     # -- writes ---------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 
 from replication.raft import CompactedError, ConfState, Entry, EntryType, HardState
 from replication.raft.messages import Snapshot, SnapshotMeta
-from replication.raft.wal import WAL_NAME, DiskStorage
+from replication.raft.wal import RECORD, WAL_NAME, CorruptWal, DiskStorage
 
 CONF = ConfState(frozenset({1, 2, 3}))
 
@@ -68,6 +68,32 @@ def test_flipped_bit_in_the_last_record_is_cut(tmp_path: Path) -> None:
     data[-3] ^= 0x40
     (tmp_path / WAL_NAME).write_bytes(bytes(data))
     assert DiskStorage(tmp_path).last_index() == 3
+
+
+@pytest.mark.parametrize("where", ["payload", "header"])
+def test_a_bad_record_before_the_tail_is_corruption_not_a_torn_write(
+    tmp_path: Path, where: str
+) -> None:
+    """Like etcd: only the last record can be torn by a crash. A bad checksum
+    with later records after it is damage; the node refuses to start and says
+    which file and offset, and the file is left as it was (nothing is cut)."""
+    st = DiskStorage(tmp_path)
+    st.save(HardState(1, 1, 0), ents(1, 4, 1), None, sync=True)
+    second = (tmp_path / WAL_NAME).stat().st_size
+    st.save(None, ents(4, 6, 1), None, sync=True)
+    st.save(HardState(1, 1, 5), [], None, sync=True)
+    st.close()
+    data = bytearray((tmp_path / WAL_NAME).read_bytes())
+    # The second record's payload, or its stored checksum.
+    data[second + (RECORD.size + 3 if where == "payload" else 4)] ^= 0x01
+    (tmp_path / WAL_NAME).write_bytes(bytes(data))
+
+    with pytest.raises(CorruptWal) as corrupt:
+        DiskStorage(tmp_path)
+
+    assert str(tmp_path / WAL_NAME) in str(corrupt.value)
+    assert f"offset {second}" in str(corrupt.value)
+    assert (tmp_path / WAL_NAME).read_bytes() == bytes(data)
 
 
 def test_snapshot_and_compact_keeps_catch_up_entries(tmp_path: Path) -> None:
