@@ -5,6 +5,13 @@ It is the only writer of shards and runs the SQLite work on one dedicated
 thread, one hop per batch. Proposers register a waiter under the frame's
 trace_id before proposing; the applier wakes it with the frame's result, on
 the node that proposed it (etcd's wait.Register/Trigger).
+
+Deterministic about bad frames: a committed frame that cannot be applied for
+its content (node/frames.py `content_problem`, a shard path outside the data
+directory, a deterministic SQLite/OS error) gets FrameResult.invalid, the same
+on every replica, and the applier goes on. Only a fault of the machine (disk
+full, I/O error: node/shard.py `is_machine_fault`) stops it: then it calls
+`on_fatal` once, fails every waiter and refuses new ones at once (fail-stop).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from node.errors import StorageError, Unavailable
+from node.frames import MAX_PROBLEM_CHARS, content_problem
+from node.shard import is_machine_fault
 from node.shards import ShardStore
 from proto import frame_pb2
 from replication.durable import write_file_durably
@@ -55,8 +64,11 @@ class Applier:
         replicator: Replicator,
         data_dir: Path,
         request_retention: int = 100_000,
+        *,
+        on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_fatal = on_fatal
         self.replicator = replicator
         self.request_retention = request_retention
         self._marker = data_dir / "applied_index"
@@ -70,6 +82,7 @@ class Applier:
         self._failed: BaseException | None = None
         self._marker_written = self.applied_index
         self._task: asyncio.Task[None] | None = None
+        self._marker_task: asyncio.Task[None] | None = None
         # Held while a batch is applied, so a snapshot install never overlaps one.
         self._applying = asyncio.Lock()
 
@@ -89,6 +102,10 @@ class Applier:
     # -- waiting ----------------------------------------------------------
 
     def register(self, trace_id: bytes) -> asyncio.Future[frame_pb2.FrameResult]:
+        """A future for the result of the frame with `trace_id`. Refused at once
+        once the applier has stopped: nothing would ever wake it."""
+        if self._failed is not None:
+            raise self._stopped_error()
         future: asyncio.Future[frame_pb2.FrameResult] = asyncio.get_running_loop().create_future()
         self._waiters[trace_id] = future
         return future
@@ -100,7 +117,7 @@ class Applier:
 
     async def wait_applied(self, index: int) -> None:
         if self._failed is not None:
-            raise StorageError(f"the applier stopped: {self._failed}")
+            raise self._stopped_error()
         if index <= self.applied_index:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -173,16 +190,29 @@ class Applier:
     def _apply(
         self, batch: list[tuple[int, frame_pb2.Frame]]
     ) -> list[frame_pb2.FrameResult | None]:
-        """On the applier thread: group by shard (order kept within each), one
-        transaction per shard."""
+        """On the applier thread: refuse invalid frames, group the rest by shard
+        (order kept within each), one transaction per shard."""
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for position, (_, frame) in enumerate(batch):
-            groups[(frame.org, frame.namespace)].append(position)
         results: list[frame_pb2.FrameResult | None] = [None] * len(batch)
+        for position, (index, frame) in enumerate(batch):
+            problem = content_problem(frame)
+            if problem is not None:
+                results[position] = _invalid(index, problem)
+            else:
+                groups[(frame.org, frame.namespace)].append(position)
         for (org, namespace), positions in groups.items():
-            with self.store.use(org, namespace, create=True) as shard:
-                assert shard is not None
-                shard_results = shard.apply([batch[p] for p in positions], self.request_retention)
+            frames = [batch[p] for p in positions]
+            try:
+                with self.store.use(org, namespace, create=True) as shard:
+                    assert shard is not None
+                    shard_results = shard.apply(frames, self.request_retention)
+            except Exception as exc:
+                if is_machine_fault(exc):
+                    raise
+                # The shard cannot exist (its path, a deterministic OS/SQLite
+                # error): every replica fails these frames the same way.
+                log.error("frames %s refused: %s", [i for i, _ in frames], exc)
+                shard_results = [_invalid(index, f"cannot apply: {exc}") for index, _ in frames]
             for position, result in zip(positions, shard_results, strict=True):
                 results[position] = result
         return results
@@ -213,9 +243,18 @@ class Applier:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _stopped_error(self) -> Unavailable:
+        return Unavailable(
+            f"this node's applier stopped ({self._failed}); the node is failing: a write's "
+            "outcome is unknown, retry with the same request_id on another node"
+        )
+
     def _fail(self, exc: BaseException) -> None:
+        """Fail-stop: report once, fail every waiter, refuse new ones."""
+        if self._failed is not None:
+            return
         self._failed = exc
-        error = StorageError(f"the applier stopped: {exc}")
+        error = self._stopped_error()
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(error)
@@ -224,15 +263,38 @@ class Applier:
             if not waiter.done():
                 waiter.set_exception(error)
         self._index_waiters.clear()
+        if self._on_fatal is not None:
+            try:
+                self._on_fatal(exc)
+            except Exception:
+                log.exception("on_fatal failed")
 
     @property
     def failed(self) -> BaseException | None:
         return self._failed
 
     def maybe_write_marker(self) -> None:
-        if self.applied_index != self._marker_written:
-            self._write_marker(self.applied_index)
-            self.replicator.compact(self.applied_index)
+        """Record the applied index (then let the replicator compact up to it),
+        on the applier's thread: an fsync never runs on the event loop."""
+        if self.applied_index == self._marker_written or self._failed is not None:
+            return
+        if self._marker_task is None or self._marker_task.done():
+            self._marker_task = asyncio.get_running_loop().create_task(
+                self._write_marker_then_compact(self.applied_index), name="applied-marker"
+            )
+
+    async def _write_marker_then_compact(self, index: int) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._write_marker, index
+            )
+        except Exception as exc:
+            if is_machine_fault(exc):
+                log.critical("writing the applied-index marker failed: %s", exc)
+                self._fail(exc)
+                return
+            raise
+        self.replicator.compact(index)
 
     async def close(self) -> None:
         """Stop after the replicator's stream ended (close the replicator first)."""
@@ -243,6 +305,9 @@ class Applier:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        if self._marker_task is not None:
+            with contextlib.suppress(Exception):
+                await self._marker_task
         error = Unavailable("node is shutting down")
         for future in self._waiters.values():
             if not future.done():
@@ -253,3 +318,7 @@ class Applier:
         if self._failed is None:
             self._write_marker(self.applied_index)
         self._executor.shutdown(wait=True)
+
+
+def _invalid(index: int, problem: str) -> frame_pb2.FrameResult:
+    return frame_pb2.FrameResult(index=index, invalid=problem[:MAX_PROBLEM_CHARS])

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from node import frames, names
-from node.errors import ConditionFailed, OutOfRange, Unavailable
+from node.errors import ConditionFailed, InvalidArgument, OutOfRange, Unavailable
 from node.shard import scan
 from proto import frame_pb2, kv_pb2
 from replication.replicator import Compacted
@@ -60,6 +60,9 @@ class KVService:
 
     async def _write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
         result = await self.node.write(frames.gate(frame, self.limits))
+        if result.invalid:
+            # Refused when applied (the gate let it through, the shard did not).
+            raise InvalidArgument(f"the write was refused when applied: {result.invalid}")
         if result.condition_failed:
             raise ConditionFailed(result.failed_key, result.failed_expected, result.failed_actual)
         return result

@@ -23,6 +23,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+from node.frames import MAX_PROBLEM_CHARS
 from node.migrations import migrate
 from proto import frame_pb2
 
@@ -167,7 +168,8 @@ class Shard:
                 raise
             conn.execute("ROLLBACK TO frame")
             conn.execute("RELEASE frame")
-            return frame_pb2.FrameResult(index=index, invalid=f"cannot apply: {exc}")
+            problem = f"cannot apply: {exc}"[:MAX_PROBLEM_CHARS]
+            return frame_pb2.FrameResult(index=index, invalid=problem)
         conn.execute("RELEASE frame")
         return result
 

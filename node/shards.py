@@ -2,10 +2,15 @@
 of open ones.
 
 `<data>/shards/<org>/<namespace>.db`, the default org "" under `_`. Names are
-validated before they get here (node/names.py), so a path never leaves the
-data directory. At most `max_open` shards are open; the least recently used
-idle one is closed to make room, and shards idle for `idle_seconds` are closed
-by `evict_idle`. A pinned shard (in use right now) is never closed.
+validated before they get here (node/frames.py, node/names.py); `path`, the
+one place a shard's path is computed, checks again that it lies directly
+inside `<data>/shards/<org>/` whatever the names are (ShardPathError).
+
+At most `max_open` shards are open; the least recently used idle one is
+closed to make room, and shards idle for `idle_seconds` are closed by
+`evict_idle`. A pinned shard (in use right now) is never closed. Opening and
+closing a shard (file I/O, a WAL checkpoint) run outside the store's lock, so
+a slow one never stalls reads of other shards.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from node.shard import Shard
 from replication.durable import fsync_path
 
 SHARD_SUFFIX = ".db"
+# The longest file name most file systems take (NAME_MAX).
+MAX_FILE_NAME_BYTES = 255
+
+
+class ShardPathError(ValueError):
+    """An (org, namespace) whose shard file would not lie inside <data>/shards."""
 
 
 class ShardStore:
@@ -39,6 +50,7 @@ class ShardStore:
         if max_open < 1:
             raise ValueError("max_open must be at least 1")
         self.root = data_dir / "shards"
+        self._resolved_root = self.root.resolve()
         self.max_open = max_open
         self.idle_seconds = idle_seconds
         self.busy_timeout_ms = busy_timeout_ms
@@ -48,7 +60,30 @@ class ShardStore:
         self._finish_interrupted_swap()
 
     def path(self, org: str, namespace: str) -> Path:
-        return self.root / org_dir(org) / (namespace + SHARD_SUFFIX)
+        """Where the shard of (org, namespace) lives; ShardPathError unless that
+        is a file directly inside <data>/shards/<org dir>/."""
+        directory, name = org_dir(org), namespace + SHARD_SUFFIX
+        path = self.root / directory / name
+        problem = ""
+        if any(
+            len(part.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME_BYTES
+            for part in (directory, name)
+        ):
+            problem = "a name is too long for a file name"
+        else:
+            try:
+                resolved = path.resolve()
+            except (OSError, ValueError) as exc:  # a NUL, a symlink loop
+                problem = str(exc)
+            else:
+                inside = resolved.parent.parent == self._resolved_root
+                if not inside or resolved.parent.name != directory or resolved.name != name:
+                    problem = "it would lie outside the data directory"
+        if problem:
+            raise ShardPathError(
+                f"no shard for org {org[:80]!r}, namespace {namespace[:80]!r}: {problem}"
+            )
+        return path
 
     @property
     def open_count(self) -> int:
@@ -70,50 +105,74 @@ class ShardStore:
 
     def _acquire(self, org: str, namespace: str, create: bool) -> Shard | None:
         name = (org, namespace)
+        shard = self._pin_open(name)
+        if shard is not None:
+            return shard
+        path = self.path(org, namespace)
+        exists = path.exists()
+        if not exists and not create:
+            return None
+        # Opened outside the lock (file I/O, migrations): reads of other shards
+        # go on meanwhile. Only the applier creates shards, so a race is two
+        # openers of an existing file; the loser closes its copy.
+        if not exists:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        opened = Shard(path, self.busy_timeout_ms)
+        if not exists:
+            # Make the new file's directory entry durable too.
+            fsync_path(path.parent)
+            fsync_path(self.root)
+        with self._lock:
+            shard = self._open.get(name)
+            if shard is None:
+                shard = opened
+                shard.pins += 1
+                self._open[name] = shard
+                victims = self._make_room()
+            else:
+                shard.pins += 1
+                self._open.move_to_end(name)
+                victims = [opened]
+        for victim in victims:
+            victim.close()
+        return shard
+
+    def _pin_open(self, name: tuple[str, str]) -> Shard | None:
         with self._lock:
             shard = self._open.get(name)
             if shard is not None:
                 self._open.move_to_end(name)
                 shard.pins += 1
-                return shard
-            path = self.path(org, namespace)
-            exists = path.exists()
-            if not exists and not create:
-                return None
-            self._make_room()
-            if not exists:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            shard = Shard(path, self.busy_timeout_ms)
-            if not exists:
-                # Make the new file's directory entry durable too.
-                fsync_path(path.parent)
-                fsync_path(self.root)
-            shard.pins = 1
-            self._open[name] = shard
             return shard
 
-    def _make_room(self) -> None:
-        """Close least recently used idle shards until one more fits. If every
-        open shard is pinned, the cap is exceeded until one is released."""
+    def _make_room(self) -> list[Shard]:
+        """Under the lock: take least recently used idle shards out until the
+        cap holds (the caller closes them). If every open shard is pinned, the
+        cap is exceeded until one is released."""
+        victims: list[Shard] = []
         for name in list(self._open):
-            if len(self._open) < self.max_open:
-                return
+            if len(self._open) <= self.max_open:
+                break
             shard = self._open[name]
             if shard.pins == 0:
                 del self._open[name]
-                shard.close()
+                victims.append(shard)
+        return victims
 
     def evict_idle(self) -> int:
         """Close shards idle for longer than idle_seconds; returns how many."""
         cutoff = time.monotonic() - self.idle_seconds
-        closed = 0
         with self._lock:
-            for name, shard in list(self._open.items()):
-                if shard.pins == 0 and shard.last_used < cutoff:
-                    del self._open[name]
-                    shard.close()
-                    closed += 1
-        return closed
+            victims = [
+                (name, shard)
+                for name, shard in self._open.items()
+                if shard.pins == 0 and shard.last_used < cutoff
+            ]
+            for name, _ in victims:
+                del self._open[name]
+        for _, shard in victims:
+            shard.close()
+        return len(victims)
 
     def list_namespaces(self, org: str) -> list[str]:
         directory = self.root / org_dir(org)

@@ -3,12 +3,21 @@ and a marker that never stops a restart (issue 11 items 1 and 6)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from node.applier import read_applied_marker
+from node import applier as applier_module
+from node.applier import Applier, read_applied_marker
+from node.errors import Unavailable
+from node.shard import Shard, is_machine_fault
+from node.shards import ShardPathError, ShardStore
+from proto import frame_pb2
+from replication.noop import NoopReplicator
 from tests.harness import NodeProcess
 
 
@@ -34,3 +43,170 @@ def test_a_node_with_a_torn_marker_starts_and_keeps_its_data(
         values = [entry.value if (entry := c.get(f"k{i}")) else None for i in range(5)]
         assert values == [b"v%d" % i for i in range(5)]
         assert c.put("after", b"x").version > 5
+
+
+# -- bad frames straight into the log (bypassing the gate, as a forged Forward would)
+
+ESCAPES = [
+    ("..", "ns"),
+    ("", "../../escaped"),
+    ("o", "../../../escaped"),
+    ("", "n" * 300),
+    ("", "bad\x00name"),
+]
+
+
+def _escapes(tmp_path: Path) -> list[tuple[str, str]]:
+    """ESCAPES and an absolute path (under tmp_path, where a failure would land)."""
+    return [*ESCAPES, (str(tmp_path / "abs-org"), "ns"), ("", str(tmp_path / "abs"))]
+
+
+def _put_frame(org: str, namespace: str, key: str = "k", trace: bytes = b"") -> frame_pb2.Frame:
+    frame = frame_pb2.Frame(org=org, namespace=namespace, trace_id=trace)
+    frame.ops.add(put=frame_pb2.PutOp(key=key, value=b"v"))
+    return frame
+
+
+class _Pipeline:
+    """A NoopReplicator, a ShardStore and an Applier on the test's event loop."""
+
+    def __init__(self, data: Path, on_fatal: Callable[[BaseException], None] | None = None):
+        data.mkdir(parents=True, exist_ok=True)
+        self.data = data
+        self.replicator = NoopReplicator("n1", data / "log")
+        self.store = ShardStore(data)
+        self.applier = Applier(self.store, self.replicator, data, on_fatal=on_fatal)
+
+    async def write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
+        waiter = self.applier.register(frame.trace_id)
+        await self.replicator.propose(frame)
+        return await asyncio.wait_for(waiter, 10)
+
+    async def close(self) -> None:
+        await self.replicator.close()
+        await self.applier.close()
+        self.store.close_all()
+
+
+def _files_outside(root: Path, data: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and data not in p.parents]
+
+
+def test_frames_that_name_no_valid_shard_are_recorded_invalid_and_applying_goes_on(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "deep" / "data"
+
+    async def run() -> list[frame_pb2.FrameResult]:
+        pipeline = _Pipeline(data)
+        pipeline.applier.start()
+        try:
+            results = [
+                await pipeline.write(_put_frame(org, ns, trace=b"t%d" % n))
+                for n, (org, ns) in enumerate(_escapes(tmp_path))
+            ]
+            results.append(await pipeline.write(_put_frame("", "fine", trace=b"last")))
+            return results
+        finally:
+            await pipeline.close()
+
+    results = asyncio.run(run())
+    assert all(r.invalid for r in results[:-1]), results
+    assert not results[-1].invalid
+    assert results[-1].results[0].version == len(_escapes(tmp_path)) + 1
+    assert _files_outside(tmp_path, data) == []
+
+
+def test_the_shard_path_check_holds_even_past_content_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were the names check ever to let one through, the shard path check still
+    refuses it, and the applier records it invalid instead of stopping."""
+    monkeypatch.setattr(applier_module, "content_problem", lambda frame: None)
+    data = tmp_path / "deep" / "data"
+
+    async def run() -> list[frame_pb2.FrameResult]:
+        pipeline = _Pipeline(data)
+        pipeline.applier.start()
+        try:
+            results = [
+                await pipeline.write(_put_frame(org, ns, trace=b"t%d" % n))
+                for n, (org, ns) in enumerate(_escapes(tmp_path))
+            ]
+            results.append(await pipeline.write(_put_frame("", "fine", trace=b"last")))
+            return results
+        finally:
+            await pipeline.close()
+
+    results = asyncio.run(run())
+    assert [bool(r.invalid) for r in results] == [True] * len(_escapes(tmp_path)) + [False]
+    assert _files_outside(tmp_path, data) == []
+
+
+@pytest.mark.parametrize(("org", "namespace"), [*ESCAPES, ("/abs", "ns"), ("", "/abs")])
+def test_shard_paths_never_leave_the_shards_directory(
+    tmp_path: Path, org: str, namespace: str
+) -> None:
+    store = ShardStore(tmp_path)
+    with pytest.raises(ShardPathError):
+        store.path(org, namespace)
+
+
+# -- machine faults: fail-stop
+
+
+def test_a_machine_fault_calls_on_fatal_and_fails_every_waiter_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fatal: list[BaseException] = []
+
+    def disk_fails(self: Shard, frames: object, retention: int) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    async def run() -> None:
+        pipeline = _Pipeline(tmp_path / "data", on_fatal=fatal.append)
+        pipeline.applier.start()
+        try:
+            assert (await pipeline.write(_put_frame("", "ns", trace=b"ok"))).results
+            monkeypatch.setattr(Shard, "apply", disk_fails)
+            index_waiter = asyncio.ensure_future(pipeline.applier.wait_applied(10))
+            with pytest.raises(Unavailable, match="applier stopped"):
+                await pipeline.write(_put_frame("", "ns", trace=b"doomed"))
+            with pytest.raises(Unavailable, match="disk I/O error"):
+                await asyncio.wait_for(index_waiter, 5)
+            # New work is refused at once, never left to hang.
+            with pytest.raises(Unavailable):
+                pipeline.applier.register(b"later")
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(pipeline.applier.wait_applied(100), 1)
+        finally:
+            await pipeline.close()
+
+    asyncio.run(run())
+    assert len(fatal) == 1
+    assert "disk I/O error" in str(fatal[0])
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        sqlite3.OperationalError("database or disk is full"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EIO, "Input/output error"),
+        OSError(errno.EROFS, "Read-only file system"),
+    ],
+)
+def test_machine_faults_are_told_from_content_errors(fault: BaseException) -> None:
+    assert is_machine_fault(fault)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENAMETOOLONG, "File name too long"),
+        ValueError("embedded null byte"),
+        sqlite3.DataError("string or blob too big"),
+    ],
+)
+def test_content_errors_are_not_machine_faults(error: BaseException) -> None:
+    assert not is_machine_fault(error)
