@@ -270,7 +270,17 @@ class RaftCore:
         return self._confs[-1][0]
 
     def _promotable(self) -> bool:
-        return self.id in self.conf.voters
+        """May this node campaign? A voter of its latest configuration may; so may a
+        voter of the latest configuration it knows to be committed, while the change
+        that demoted or removed it is not known to be committed (dissertation §4.2.2:
+        such a server "should still start new elections, as it might still be needed
+        until the C_new entry is committed"; its own vote does not count, see
+        ``_poll``). Without this, a leader that demoted itself and crashed before the
+        change committed may hold the only log that can win, and never campaign."""
+        if self.id in self.conf.voters:
+            return True
+        committed = self.log.committed
+        return self._conf_index() > committed and self.id in self.conf_state_at(committed).voters
 
     def _new_progress(self, next_index: int) -> Progress:
         return Progress(next_index, Inflights(self.max_inflight_msgs, self.max_inflight_bytes))
@@ -683,8 +693,15 @@ class RaftCore:
                 # through a pre-vote that never reached it): tell it our term so
                 # it steps down instead of being ignored forever.
                 self._send(Message(MT.APP_RESP, m.frm, self.id, self.term))
-            elif m.type is MT.PRE_VOTE:
-                self._send(Message(MT.PRE_VOTE_RESP, m.frm, self.id, self.term, reject=True))
+            elif m.type in (MT.VOTE, MT.PRE_VOTE):
+                # §5.1 / Figure 2: a request with a stale term is rejected, and the
+                # reply carries our term "for the candidate to update itself".
+                # Ignoring it instead (as etcd does for a vote) can leave the cluster
+                # leaderless for good once configurations differ: the servers that
+                # raised the term never ask this candidate, which may be the only
+                # one whose log can win (seeds 7012038, 7019575).
+                resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
+                self._send(Message(resp, m.frm, self.id, self.term, reject=True))
             else:
                 self._logger.debug(
                     "%d [term %d] ignores %s from %d at lower term %d",

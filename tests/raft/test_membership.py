@@ -21,7 +21,14 @@ from replication.raft import (
     Role,
     bootstrap_entries,
 )
-from tests.raft.network import Network, msg, new_core, new_storage, read_messages
+from tests.raft.network import (
+    Network,
+    msg,
+    new_core,
+    new_storage,
+    read_messages,
+    storage_of,
+)
 
 MT = MessageType
 ADD_VOTER, ADD_LEARNER, REMOVE = (
@@ -245,6 +252,94 @@ def test_removed_leader_does_not_count_itself() -> None:
     # New configuration {2, 3}: 3 alone is not a majority of it.
     assert lead.role is Role.LEADER
     assert lead.log.committed < lead.log.last_index()
+
+
+def demoted_storage(voters: list[int], demoted: int, term: int = 2) -> MemoryStorage:
+    """Storage of a node whose log ends with an uncommitted ADD_LEARNER of
+    ``demoted`` (appended by the leader of ``term``)."""
+    st = MemoryStorage.bootstrap(voters)
+    last = st.last_index()
+    cc = ConfChange(ADD_LEARNER, demoted).encode()
+    st.append(
+        [
+            Entry(term, last + 1, EntryType.EMPTY),
+            Entry(term, last + 2, EntryType.CONF_CHANGE, cc),
+        ]
+    )
+    st.set_hard_state(HardState(term=term, vote=0, commit=last))
+    return st
+
+
+def test_demoted_voter_campaigns_until_demotion_known_committed() -> None:
+    """A server that is not part of its latest configuration still starts elections
+    while the change that demoted it is not known to be committed (it may hold the
+    only log that can win), but its own vote does not count: it needs a majority
+    of the new configuration.
+    Reference: dissertation §4.2.2"""
+    r = new_core(1, storage=demoted_storage([1, 2, 3], demoted=1), pre_vote=False)
+    assert r.conf == ConfState(frozenset({2, 3}), frozenset({1}))
+
+    for _ in range(2 * r.election_timeout):
+        r.tick()
+    sent = read_messages(r)
+
+    assert r.role is Role.CANDIDATE
+    assert sorted(m.to for m in sent if m.type is MT.VOTE) == [2, 3]
+    r.step(msg(MT.VOTE_RESP, 2, 1, term=r.term))
+    assert r.role is Role.CANDIDATE  # its own vote and 2's are not a majority of {2, 3}
+    r.step(msg(MT.VOTE_RESP, 3, 1, term=r.term))
+    assert r.status().role is Role.LEADER
+
+
+def test_demoted_voter_stops_campaigning_once_demotion_committed() -> None:
+    """Once a demoted server knows its demotion committed it is a learner for good:
+    it never campaigns again.
+    Reference: dissertation §4.2.1, §4.2.2"""
+    st = demoted_storage([1, 2, 3], demoted=1)
+    st.set_hard_state(HardState(term=2, vote=0, commit=st.last_index()))
+    r = new_core(1, storage=st, applied=st.last_index())
+
+    for _ in range(5 * r.election_timeout):
+        r.tick()
+
+    assert r.role is Role.FOLLOWER
+    assert read_messages(r) == []
+
+
+def test_self_demoted_leader_that_crashed_is_elected_to_finish_the_change() -> None:
+    """The shape of simulator seeds 7012038 and 7019575 (3 nodes), reduced: a leader
+    of two voters demotes itself and crashes before the change reaches the other
+    voter. The
+    other voter cannot win (the demoted node's log is newer and refuses it); the
+    demoted node must campaign, lead until the change commits, then step down
+    and hand over (§4.2.2). Before, it saw itself as a learner and never
+    campaigned: no leader, ever.
+    Reference: dissertation §4.2.2"""
+    net = bootstrapped([1, 2, 3])
+    net.campaign(1)
+    change(net, 1, ADD_LEARNER, 3)  # two voters left: {1, 2}
+    net.cut(1, 2)
+    net.core(1).propose_conf_change(ConfChange(ADD_LEARNER, 1))
+    net.send()
+    # 1 crashes and restarts from what it persisted; 2 never got the change.
+    net.add(1, new_core(1, storage=storage_of(net.core(1))))
+    net.recover()
+    assert net.core(1).conf == ConfState(frozenset({2}), frozenset({1, 3}))
+    assert net.core(2).conf == ConfState(frozenset({1, 2}), frozenset({3}))
+
+    for _ in range(100):
+        for nid in (1, 2, 3):
+            net.tick(nid)
+        if net.leader() == 2 and net.core(2).log.committed == net.core(1).log.last_index():
+            break
+
+    assert net.leader() == 2
+    assert [m.frm for m in net.delivered if m.type is MT.TIMEOUT_NOW] == [1]
+    for nid in (1, 2, 3):
+        assert net.core(nid).conf == ConfState(frozenset({2}), frozenset({1, 3}))
+    for _ in range(5 * net.core(1).election_timeout):
+        net.tick(1)
+    assert net.leader() == 2
 
 
 def test_demote_voter_to_learner() -> None:

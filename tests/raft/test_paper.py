@@ -699,3 +699,32 @@ def test_granting_a_vote_resets_election_timer() -> None:
 
     assert read_messages(r) == [Message(MT.VOTE_RESP, 2, 1, 2)]
     assert r.election_elapsed == 0
+
+
+def test_vote_request_with_stale_term_rejected_with_current_term() -> None:
+    """A server rejects a vote request from an older term, and its reply carries its
+    current term so that the candidate updates itself. (Ignored instead, a
+    candidate that was the only one able to win stayed a term behind the servers
+    that kept raising it but never asked it: simulator seed 7019575, 3 nodes.)
+    Reference: §5.1, §5.2 (Figure 2, RequestVote RPC)"""
+    r = with_log(1, [1], term=5)
+
+    r.step(msg(MT.VOTE, 2, 1, term=3, log_term=1, index=1))
+
+    assert read_messages(r) == [Message(MT.VOTE_RESP, 2, 1, 5, reject=True)]
+    assert (r.term, r.vote) == (5, NONE)
+
+
+def test_candidate_adopts_term_from_stale_vote_rejection() -> None:
+    """A candidate that learns a higher term from a vote rejection becomes a
+    follower of that term, and campaigns next at a term above it.
+    Reference: §5.1"""
+    r = plain(1)
+    r.campaign()
+    read_messages(r)
+
+    r.step(msg(MT.VOTE_RESP, 2, 1, term=7, reject=True))
+    assert (r.role, r.term) == (Role.FOLLOWER, 7)
+    r.campaign()
+
+    assert {(m.type, m.term) for m in read_messages(r)} == {(MT.VOTE, 8)}

@@ -40,6 +40,15 @@ REGRESSION_SEEDS = [
     # read index below the commit index at request time, a stale read
     # (test_read_contexts_never_repeat_across_members_or_restarts).
     (502, 3, True),
+    # Core: a leader demoted itself (ADD_LEARNER of its own id) and crashed; the
+    # members with the newest log saw themselves as learners and never
+    # campaigned, and the stale voter that raised the term never asked the
+    # others, whose vote requests at a lower term it ignored: leaderless for good
+    # (test_self_demoted_leader_that_crashed_is_elected_to_finish_the_change,
+    # test_demoted_voter_campaigns_until_demotion_known_committed,
+    # test_vote_request_with_stale_term_rejected_with_current_term).
+    (7012038, 3, True),
+    (7019575, 3, True),
 ]
 
 
