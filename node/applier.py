@@ -28,8 +28,8 @@ from pathlib import Path
 from node.errors import StorageError, Unavailable
 from node.frames import MAX_PROBLEM_CHARS, content_problem
 from node.shard import is_machine_fault
-from node.shards import ShardStore
-from proto import frame_pb2
+from node.shards import ShardPathError, ShardStore
+from proto import frame_pb2, kv_pb2
 from replication.durable import write_file_durably
 from replication.replicator import Replicator
 
@@ -216,6 +216,30 @@ class Applier:
             for position, result in zip(positions, shard_results, strict=True):
                 results[position] = result
         return results
+
+    def outcome_of(
+        self, index: int, frame: frame_pb2.Frame
+    ) -> tuple[kv_pb2.Outcome.ValueType, frame_pb2.FrameResult]:
+        """What applying `frame` (committed at `index`, applied here) did, the
+        same on every replica: INVALID recomputed from the frame itself, else
+        the result its shard stored in the transaction that applied it.
+        OUTCOME_UNKNOWN when no shard holds it: pruned (older than
+        request_retention indices) or its shard could not be created."""
+        problem = content_problem(frame)
+        if problem is not None:
+            return kv_pb2.INVALID, _invalid(index, problem)
+        try:
+            with self.store.use(frame.org, frame.namespace, create=False) as shard:
+                result = shard.outcome(index) if shard is not None else None
+        except ShardPathError:
+            result = None
+        if result is None:
+            return kv_pb2.OUTCOME_UNKNOWN, frame_pb2.FrameResult(index=index)
+        if result.invalid:
+            return kv_pb2.INVALID, result
+        if result.condition_failed:
+            return kv_pb2.CONDITION_FAILED, result
+        return kv_pb2.APPLIED, result
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:

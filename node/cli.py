@@ -20,9 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import json_format
+
 from node.client import LINEARIZABLE, SERIALIZABLE, Client, ClientError
 from node.config import NodeConfig
 from node.logs import setup_logging
+from proto import kv_pb2
 from replication.raft.members import parse_peers
 
 DEFAULT_ENDPOINT = "127.0.0.1:7001"
@@ -280,7 +283,8 @@ def _status(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     seen = 0
     with _client(args) as c:
-        for index, frame in c.subscribe(args.from_index):
+        for event in c.events(args.from_index):
+            index, frame = event.index, event.frame
             ops = []
             for op in frame.ops:
                 if op.HasField("put"):
@@ -290,6 +294,8 @@ def _watch(args: argparse.Namespace) -> int:
                 else:
                     ops.append({"delete": op.delete.key})
             line = {"index": index, "org": frame.org, "namespace": frame.namespace, "ops": ops}
+            line["outcome"] = kv_pb2.Outcome.Name(event.outcome)
+            line["result"] = json_format.MessageToDict(event.result)
             if frame.conditions:
                 line["conditions"] = [
                     {"key": x.key, "version": x.version} for x in frame.conditions

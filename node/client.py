@@ -262,12 +262,20 @@ class Client:
     def subscribe(
         self, from_index: int = 0, *, timeout: float | None = None
     ) -> Iterator[tuple[int, frame_pb2.Frame]]:
-        """Committed frames from `from_index` (0 = from now on), as they commit."""
+        """Committed frames from `from_index` (0 = from now on), as they commit.
+        Whether each applied: `events`."""
+        for reply in self.events(from_index, timeout=timeout):
+            yield reply.index, reply.frame
+
+    def events(
+        self, from_index: int = 0, *, timeout: float | None = None
+    ) -> Iterator[kv_pb2.SubscribeResponse]:
+        """Like `subscribe`, with each frame's outcome (APPLIED, CONDITION_FAILED,
+        INVALID) and result (versions, the failed condition, why invalid)."""
         try:
-            for reply in self._stub.Subscribe(
+            yield from self._stub.Subscribe(
                 kv_pb2.SubscribeRequest(from_index=from_index), timeout=timeout
-            ):
-                yield reply.index, reply.frame
+            )
         except grpc.RpcError as exc:
             raise _error(exc) from None
 

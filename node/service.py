@@ -7,18 +7,31 @@ into gRPC statuses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from node import frames, names
-from node.errors import ConditionFailed, InvalidArgument, OutOfRange, Unavailable
-from node.shard import scan
+from node.errors import (
+    ConditionFailed,
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+    Unavailable,
+)
+from node.shard import LIST_CHUNK_BYTES, scan
 from proto import frame_pb2, kv_pb2
 from replication.replicator import Compacted
 
 if TYPE_CHECKING:
     from node.server import Node
+
+# One List stream holds a read snapshot at most this long (then it ends
+# RESOURCE_EXHAUSTED with the key to resume after).
+LIST_MAX_SECONDS = 60.0
+# Concurrent Subscribe streams one node serves.
+MAX_SUBSCRIBE_STREAMS = 256
 
 
 class KVService:
@@ -26,6 +39,9 @@ class KVService:
         self.node = node
         self.config = node.config
         self.limits = frames.Limits(self.config.max_value_bytes, self.config.max_request_bytes)
+        self.list_max_seconds = LIST_MAX_SECONDS  # read at start: tests may change them
+        self.max_subscribe_streams = MAX_SUBSCRIBE_STREAMS
+        self._subscribers = 0
 
     # -- writes -------------------------------------------------------------
 
@@ -83,17 +99,44 @@ class KVService:
     async def List(
         self, request: kv_pb2.ListRequest, context: Any
     ) -> AsyncIterator[kv_pb2.ListResponse]:
+        """Chunks bounded in bytes (under the node's send limit); the SQLite
+        reads run off the event loop; a stream holds its snapshot (and so keeps
+        the shard's WAL from being checkpointed) for at most
+        LIST_MAX_SECONDS, then ends RESOURCE_EXHAUSTED naming where to resume."""
         org = names.check_org(request.org)
         namespace = names.check_namespace(request.namespace)
         await self.node.wait_readable(request.consistency)
         path = self.node.store.path(org, namespace)
-        if not path.exists():
+        if not await asyncio.to_thread(path.exists):
             return
-        for chunk in scan(path, request.prefix, request.start_after, request.limit):
-            yield kv_pb2.ListResponse(
-                items=[kv_pb2.KeyValue(key=k, value=v, version=ver) for k, v, ver in chunk]
-            )
-            await asyncio.sleep(0)  # let other requests run between chunks
+        chunk_bytes = min(LIST_CHUNK_BYTES, self.config.max_request_bytes // 2)
+        chunks = scan(path, request.prefix, request.start_after, request.limit, 5000, chunk_bytes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.list_max_seconds
+        last_key = ""
+        reading: asyncio.Future[list[tuple[str, bytes, int]] | None] | None = None
+        try:
+            while True:
+                reading = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+                chunk = await asyncio.shield(reading)
+                if chunk is None:
+                    return
+                yield kv_pb2.ListResponse(
+                    items=[kv_pb2.KeyValue(key=k, value=v, version=ver) for k, v, ver in chunk]
+                )
+                last_key = chunk[-1][0]
+                if loop.time() >= deadline:
+                    raise ResourceExhausted(
+                        f"List ran for over {self.list_max_seconds:g}s (the server's bound on "
+                        f"one stream); resume with start_after={last_key!r}"
+                    )
+        finally:
+            # A cancelled stream: let the read in flight finish before closing
+            # the scan (its connection) from another thread.
+            if reading is not None and not reading.done():
+                with contextlib.suppress(Exception):
+                    await reading
+            await asyncio.to_thread(chunks.close)
 
     async def ListNamespaces(
         self, request: kv_pb2.ListNamespacesRequest, context: Any
@@ -104,13 +147,37 @@ class KVService:
     async def Subscribe(
         self, request: kv_pb2.SubscribeRequest, context: Any
     ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
+        """Committed frames with what applying them did (outcome, result), each
+        streamed once it is applied on this node; at most MAX_SUBSCRIBE_STREAMS
+        at once (RESOURCE_EXHAUSTED beyond)."""
+        if self._subscribers >= self.max_subscribe_streams:
+            raise ResourceExhausted(
+                f"this node already serves {self._subscribers} Subscribe streams (the limit); "
+                "retry later or subscribe on another node"
+            )
+        self._subscribers += 1
+        try:
+            async for response in self._subscribe(request):
+                yield response
+        finally:
+            self._subscribers -= 1
+
+    async def _subscribe(
+        self, request: kv_pb2.SubscribeRequest
+    ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
         # 0: from the next frame to commit (entries in the log but not yet committed
         # included: they have not been streamed to anyone yet).
         start = request.from_index or self.node.replicator.status().commit_index + 1
+        applier = self.node.applier
         try:
             async for index, frame in self.node.replicator.subscribe(start):
-                if frame is not None:
-                    yield kv_pb2.SubscribeResponse(index=index, frame=frame)
+                if frame is None:
+                    continue
+                await applier.wait_applied(index)
+                outcome, result = applier.outcome_of(index, frame)
+                yield kv_pb2.SubscribeResponse(
+                    index=index, frame=frame, outcome=outcome, result=result
+                )
         except Compacted as exc:
             raise OutOfRange(str(exc)) from exc
         if self.node.closing:

@@ -20,7 +20,7 @@ import errno
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from node.frames import MAX_PROBLEM_CHARS
@@ -28,6 +28,11 @@ from node.migrations import migrate
 from proto import frame_pb2
 
 LIST_CHUNK = 256
+# A List chunk holds about this many bytes at most (a node's messages are
+# bounded: --max-request-bytes), so large values are listed a few at a time.
+LIST_CHUNK_BYTES = 4 << 20
+# A KeyValue's framing beyond its key and value (tags, lengths, the version).
+ROW_OVERHEAD_BYTES = 32
 
 # Errors of the machine, not of a frame's content: the applier must stop
 # (fail-stop) rather than record them as a frame's outcome, since another
@@ -275,35 +280,44 @@ def dump(path: Path) -> list[tuple[str, list[tuple[object, ...]]]]:
 
 
 def scan(
-    path: Path, prefix: str, start_after: str, limit: int, busy_timeout_ms: int = 5000
-) -> Iterator[list[tuple[str, bytes, int]]]:
+    path: Path,
+    prefix: str,
+    start_after: str,
+    limit: int,
+    busy_timeout_ms: int = 5000,
+    max_chunk_bytes: int = LIST_CHUNK_BYTES,
+) -> Generator[list[tuple[str, bytes, int]], None, None]:
     """Keys with `prefix`, greater than `start_after`, in lexicographic (UTF-8
-    byte) order, in chunks, all from one snapshot; at most `limit` (0 = all)."""
+    byte) order, all from one snapshot; at most `limit` (0 = all). In chunks of
+    at most LIST_CHUNK rows and about `max_chunk_bytes` (a chunk holds at least
+    one row, so one row larger than that is a chunk of its own)."""
     conn = _connect(path, busy_timeout_ms, read_only=True)
     try:
         conn.execute("BEGIN")
         # Keys sharing a prefix are contiguous in sorted order: start at the
         # prefix (or after the resume point) and stop at the first key without it.
         if start_after and start_after >= prefix:
-            cursor_key, inclusive = start_after, False
+            cursor_key, op = start_after, ">"
         else:
-            cursor_key, inclusive = prefix, True
-        remaining = limit if limit > 0 else -1
-        while remaining != 0:
-            size = LIST_CHUNK if remaining < 0 else min(LIST_CHUNK, remaining)
-            op = ">=" if inclusive else ">"
-            rows = conn.execute(
-                f"SELECT key, value, version FROM kv WHERE key {op} ? ORDER BY key LIMIT ?",
-                (cursor_key, size),
-            ).fetchall()
-            chunk = [(k, bytes(v), int(ver)) for k, v, ver in rows if k.startswith(prefix)]
-            if chunk:
-                yield chunk
-            if len(chunk) < len(rows) or len(rows) < size:
+            cursor_key, op = prefix, ">="
+        rows = conn.execute(
+            f"SELECT key, value, version FROM kv WHERE key {op} ? ORDER BY key", (cursor_key,)
+        )
+        chunk: list[tuple[str, bytes, int]] = []
+        size = 0
+        for sent, (key, value, version) in enumerate(rows, start=1):
+            if not key.startswith(prefix):
                 break
-            cursor_key, inclusive = rows[-1][0], False
-            if remaining > 0:
-                remaining -= len(chunk)
+            row_bytes = len(key.encode("utf-8")) + len(value) + ROW_OVERHEAD_BYTES
+            if chunk and (len(chunk) >= LIST_CHUNK or size + row_bytes > max_chunk_bytes):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append((key, bytes(value), int(version)))
+            size += row_bytes
+            if sent == limit:
+                break
+        if chunk:
+            yield chunk
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -82,7 +82,27 @@ def test_status_namespaces_and_watch(shared_node: NodeProcess) -> None:
         "org": "cliorg",
         "namespace": "w",
         "ops": [{"put": "k", "value": "v"}],
+        "outcome": "APPLIED",
+        "result": {"index": str(index), "results": [{"version": str(index)}]},
     }
+
+
+def test_watch_shows_a_failed_put_as_failed(shared_node: NodeProcess) -> None:
+    """The issue's new user: a put refused with FAILED_PRECONDITION must not look
+    like a write that happened."""
+    shardlite(shared_node, "put", "-n", "wf", "greeting", "hello")
+    failed = shardlite(
+        shared_node, "put", "-n", "wf", "greeting", "again", "--expected-version", "99"
+    )
+    assert failed.returncode != 0
+    status = shardlite(shared_node, "status").stdout.decode()
+    last = int(next(x for x in status.splitlines() if x.startswith("applied_index")).split()[1])
+    watched = shardlite(shared_node, "watch", "--from", str(last), "--count", "1")
+    line = json.loads(watched.stdout)
+    assert line["ops"] == [{"put": "greeting", "value": "again"}]
+    assert line["outcome"] == "CONDITION_FAILED"
+    assert line["result"]["failedKey"] == "greeting"
+    assert line["result"]["failedExpected"] == "99"
 
 
 def test_endpoint_from_the_environment(shared_node: NodeProcess) -> None:
