@@ -175,9 +175,15 @@ class KVService:
                     continue
                 await applier.wait_applied(index)
                 outcome, result = applier.outcome_of(index, frame)
-                yield kv_pb2.SubscribeResponse(
+                response = kv_pb2.SubscribeResponse(
                     index=index, frame=frame, outcome=outcome, result=result
                 )
+                if response.ByteSize() > self.config.max_request_bytes:
+                    # Only a retry can get here (the gate sized every frame with
+                    # its own results): it carries its original's result, which
+                    # belongs to a larger frame. result.index names that frame.
+                    del response.result.results[:]
+                yield response
         except Compacted as exc:
             raise OutOfRange(str(exc)) from exc
         if self.node.closing:
