@@ -79,11 +79,14 @@ def test_unknown_fields_nested_in_a_request_never_enter_the_log(shared_node: Nod
         + UNKNOWN
     )  # fmt: skip
     with grpc.insecure_channel(shared_node.endpoint) as channel:
-        batch = channel.unary_unary("/shardlite.v1.KV/Batch")
+        batch = channel.unary_unary(
+            "/shardlite.v1.KV/Batch", request_serializer=None, response_deserializer=None
+        )
         reply = kv_pb2.BatchResponse.FromString(batch(request, timeout=10))
         subscribe = channel.unary_stream(
             "/shardlite.v1.KV/Subscribe",
             request_serializer=kv_pb2.SubscribeRequest.SerializeToString,
+            response_deserializer=None,
         )
         raw = next(iter(subscribe(kv_pb2.SubscribeRequest(from_index=reply.index), timeout=10)))
     assert b"XYZZY" not in raw
