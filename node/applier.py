@@ -30,7 +30,7 @@ from node.frames import MAX_PROBLEM_CHARS, content_problem
 from node.shard import is_machine_fault
 from node.shards import ShardPathError, ShardStore
 from proto import frame_pb2, kv_pb2
-from replication.durable import write_file_durably
+from replication.durable import crash_point, write_file_durably
 from replication.replicator import Replicator
 
 log = logging.getLogger(__name__)
@@ -256,8 +256,10 @@ class Applier:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             await replace_state()
+            crash_point("snapshot-install:swapped")
             self.applied_index = index
             await asyncio.to_thread(self._write_marker, index)
+            crash_point("snapshot-install:marked")
             self._wake_index_waiters()
         self.start()
 

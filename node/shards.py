@@ -28,7 +28,7 @@ from pathlib import Path
 
 from node.names import org_dir
 from node.shard import Shard
-from replication.durable import fsync_path
+from replication.durable import crash_point, fsync_path
 
 SHARD_SUFFIX = ".db"
 # The longest file name most file systems take (NAME_MAX).
@@ -214,24 +214,30 @@ class ShardStore:
             self._open.clear()
             for shard in shards:
                 shard.close()
+            if not new_root.is_dir():
+                # Never an empty state for a missing one (issue 11 item 2).
+                raise FileNotFoundError(f"no shards to swap in at {new_root}")
             shutil.rmtree(old, ignore_errors=True)
             if self.root.exists():
                 os.replace(self.root, old)
-            if new_root.exists():
-                os.replace(new_root, self.root)
-            else:
-                self.root.mkdir(parents=True)
+                crash_point("shards-swap:old-moved")
+            os.replace(new_root, self.root)
             fsync_path(self.root.parent)
         # Outside the lock: reads (on the event loop) need not wait for this.
         shutil.rmtree(old, ignore_errors=True)
 
     def _finish_interrupted_swap(self) -> None:
+        """After a crash in swap_in: the old shards back if the new ones never
+        arrived (the install is repeated from the kept snapshot), else the old
+        ones removed; a half-copied snapshot staged beside them is dropped."""
         old = self.root.with_name(self.root.name + ".old")
         if old.exists():
             if not self.root.exists():
                 os.replace(old, self.root)  # the new shards never arrived: keep the old
+                fsync_path(self.root.parent)
             else:
                 shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.root.with_name(self.root.name + ".incoming"), ignore_errors=True)
 
     def close_all(self) -> None:
         with self._lock:

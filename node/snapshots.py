@@ -7,18 +7,39 @@ shard (it was applied before the snapshot began) and perhaps a few later ones;
 that is safe because every shard records its own applied index and replay
 skips what a shard already has. After installing, the node applies the log
 from S + 1 and every shard converges to the same state.
+
+Installing copies the kept snapshot (raft/snapshots/<S>, which stays: it is
+what this node sends on) into `<data>/shards.incoming`, durably, then swaps it
+in for the shards while the applier is stopped. Repeating an install is
+harmless; a restart repeats one a crash interrupted (replication/raft/driver.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from replication.durable import fsync_tree
 
 if TYPE_CHECKING:
     from node.server import Node
 
 SHARDS_DIR = "shards"
+STAGING_SUFFIX = ".incoming"
+
+
+def _stage(source: Path, staging: Path) -> None:
+    """A durable copy of a snapshot's shards at `staging`. A snapshot of a
+    node without shards has no shards directory: that is an empty state, said
+    so by its verified manifest, not by a directory that went missing."""
+    shutil.rmtree(staging, ignore_errors=True)
+    if source.exists():
+        shutil.copytree(source, staging)
+    else:
+        staging.mkdir(parents=True)
+    fsync_tree(staging)
 
 
 class ShardSnapshots:
@@ -34,8 +55,17 @@ class ShardSnapshots:
 
     async def install_snapshot(self, index: int, source: Path) -> None:
         store = self.node.store
+        staging = store.root.with_name(store.root.name + STAGING_SUFFIX)
+        # Copied before the applier stops: that can take long.
+        await asyncio.to_thread(_stage, source / SHARDS_DIR, staging)
 
         async def replace() -> None:
-            await asyncio.to_thread(store.swap_in, source / SHARDS_DIR)
+            await asyncio.to_thread(store.swap_in, staging)
 
-        await self.node.applier.restart_at(index, replace)
+        applier = getattr(self.node, "applier", None)
+        if applier is None:
+            # At start, before the applier exists: nothing applies yet, and it
+            # will start from the log's first index, S + 1.
+            await replace()
+            return
+        await applier.restart_at(index, replace)

@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+# Tests stop the process at a named step of a multi-step change (a snapshot
+# install, a shard swap) to check that a crash there restarts cleanly. None in
+# production: crash_point is then one comparison.
+_crash_hook: Callable[[str], None] | None = None
+
+
+def crash_point(name: str) -> None:
+    """Mark a step of a multi-step durable change: a crash right here must
+    leave a state the next start recovers from (tests/replication/test_install_crash.py)."""
+    if _crash_hook is not None:
+        _crash_hook(name)
+
+
+def set_crash_hook(hook: Callable[[str], None] | None) -> None:
+    """For tests only: call `hook(name)` at every crash_point."""
+    global _crash_hook
+    _crash_hook = hook
 
 
 def fsync_path(path: Path | str) -> None:

@@ -62,6 +62,8 @@ class LocalNode:
     node_id: str = "n1"
     listen: str = "127.0.0.1:0"
     env: dict[str, str] | None = None
+    # The module run as `python -m`: tests run a wrapper (a crash-point hook).
+    module: str = "node.cli"
     process: subprocess.Popen[bytes] | None = None
     endpoint: str = ""
     _log: IO[bytes] | None = field(default=None, repr=False)
@@ -72,7 +74,7 @@ class LocalNode:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop/kill
         cmd = [
-            sys.executable, "-m", "node.cli", "node",
+            sys.executable, "-m", self.module, "node",
             "--id", self.node_id,
             "--data", str(self.data_dir),
             "--listen", self.listen,

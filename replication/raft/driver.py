@@ -9,6 +9,19 @@ The ordering rules of a Ready (messages.Ready) are followed to the letter:
   4. committed entries are published, read states answered, then advance().
 Proposals, reads and admin requests that arrive while an fsync runs are
 handled together in the next round: group commit for free.
+
+Installing a leader's snapshot (§7) is three steps, in this order, so that a
+crash between any two restarts cleanly (tests/replication/test_install_crash.py):
+  a. keep: the verified files move to raft/snapshots/<S>, durably
+     (on_snapshot_accepted); the log does not know them yet, so a crash here
+     leaves the old log and the old shards, and the leader sends it again;
+  b. log: the snapshot record goes into the WAL with the Ready (step 2): from
+     now on the log starts at S + 1 and the files it names are kept;
+  c. install: the shards are replaced by the kept files and the applied index
+     set to S (on_install_snapshot). A crash after b and before c finishes
+     leaves shards behind S under a log that starts after S: the next start
+     installs the kept files again before anything is applied or served
+     (`before_start`). The shards never get ahead of the log they came from.
 """
 
 from __future__ import annotations
@@ -22,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from replication.durable import crash_point
 
 from .core import Config, RaftCore
 from .errors import DropReason, ProposalDroppedError
@@ -97,7 +112,9 @@ class RaftDriver:
         heartbeat_tick: int = 1,
         applied: int = 0,
         rng: random.Random | None = None,
+        on_snapshot_accepted: Callable[[Snapshot], Awaitable[None]] | None = None,
         on_install_snapshot: Callable[[Snapshot], Awaitable[None]] | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
         snapshot_source: Callable[[int], Path | None] | None = None,
         on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -125,7 +142,12 @@ class RaftDriver:
             snapshot_source=snapshot_source,
             on_snapshot_status=self._report_snapshot,
         )
+        self.on_snapshot_accepted = on_snapshot_accepted
         self.on_install_snapshot = on_install_snapshot
+        self.before_start = before_start
+        # True from keeping a leader's snapshot until it is installed: the log
+        # already starts after it, the state machine is not there yet.
+        self.installing = False
         # Invariant: every entry up to commit_published is durable here and has
         # been handed to subscribers, in order.
         self.commit_published = applied
@@ -242,6 +264,10 @@ class RaftDriver:
         next_tick = loop.time() + self.tick_interval
         timer: asyncio.TimerHandle | None = None
         try:
+            if self.before_start is not None:
+                self.installing = True
+                await self.before_start()
+                self.installing = False
             while not self._closing:
                 if not self._wake.is_set():
                     timer = loop.call_at(next_tick, self._wake.set)
@@ -348,19 +374,24 @@ class RaftDriver:
         self.transport.send(rd.messages)
         if rd.entries:
             self.members.learn_from(rd.entries)
-        if rd.snapshot is not None and self.on_install_snapshot is not None:
-            # The state machine first: if we crash before the log records the
-            # snapshot, the shards are merely ahead, and replay skips what they
-            # have. The other order could leave a log that starts past them.
-            await self.on_install_snapshot(rd.snapshot)
+        if rd.snapshot is not None and self.on_snapshot_accepted is not None:
+            # Step a (module docstring): the files are kept before the log names them.
+            self.installing = True
+            await self.on_snapshot_accepted(rd.snapshot)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             await asyncio.shield(
                 asyncio.to_thread(
                     self.storage.save, rd.hard_state, rd.entries, rd.snapshot, rd.must_sync
                 )
             )
+        # Durable in the log: a restart finishes the install, so the ack may go.
         self.transport.send(rd.persisted_messages)
         if rd.snapshot is not None:
+            if self.on_install_snapshot is not None:
+                # Steps b (done: the save above) and c.
+                crash_point("snapshot-install:logged")
+                await self.on_install_snapshot(rd.snapshot)
+            self.installing = False
             self.commit_published = max(self.commit_published, rd.snapshot.meta.index)
             async with self.committed:
                 self.committed.notify_all()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proto import frame_pb2
-from replication.durable import fsync_tree, replace_durably
+from replication.durable import crash_point, fsync_tree, replace_durably
 from replication.replicator import (
     Accepted,
     Compacted,
@@ -43,7 +43,16 @@ from .messages import (
     Snapshot,
     SnapshotMeta,
 )
-from .snapshots import MANIFEST, SnapshotError, StateMachine, read_manifest, seal
+from .snapshots import (
+    MANIFEST,
+    SnapshotError,
+    StateMachine,
+    incoming_name,
+    index_of,
+    read_manifest,
+    seal,
+    verify_dir,
+)
 from .wal import DiskStorage
 
 log = logging.getLogger(__name__)
@@ -126,6 +135,11 @@ class RaftReplicator:
             self.members.add(MemberInfo(name, address))
         if self.storage.is_empty and settings.peers:
             self._bootstrap()
+        # The log starts after a snapshot the shards have not got: a crash
+        # interrupted its install (driver docstring, step c); finish it first.
+        unfinished = (
+            state_machine is not None and settings.applied < self.storage.snapshot().meta.index
+        )
         self.driver = RaftDriver(
             self.id,
             self.storage,
@@ -135,7 +149,9 @@ class RaftReplicator:
             heartbeat_tick=settings.heartbeat_tick,
             applied=settings.applied,
             rng=random.Random(settings.seed),
+            on_snapshot_accepted=self._keep_snapshot if state_machine else None,
             on_install_snapshot=self._install_snapshot if state_machine else None,
+            before_start=self._finish_install if unfinished else None,
             snapshot_source=self._snapshot_files,
             on_fatal=self._driver_died,
         )
@@ -282,7 +298,12 @@ class RaftReplicator:
                         next_index, min(published, next_index + 255) + 1, 4 << 20
                     )
                 except CompactedError:
-                    raise Compacted(next_index, self.storage.first_index()) from None
+                    if not self.driver.installing or self._closing:
+                        raise Compacted(next_index, self.storage.first_index()) from None
+                    # The log already starts after a snapshot being installed;
+                    # the applier is restarted past it: others learn it is gone.
+                    await self._wait_installed()
+                    continue
                 for e in entries:
                     if e.type is EntryType.NORMAL:
                         yield e.index, frame_pb2.Frame.FromString(e.data)
@@ -301,6 +322,14 @@ class RaftReplicator:
                     self.driver.commit_published >= index
                     or self._closing
                     or self.driver.failed is not None
+                )
+            )
+
+    async def _wait_installed(self) -> None:
+        async with self.driver.committed:
+            await self.driver.committed.wait_for(
+                lambda: (
+                    not self.driver.installing or self._closing or self.driver.failed is not None
                 )
             )
 
@@ -516,13 +545,13 @@ class RaftReplicator:
 
     def _remove_snapshots_before(self, index: int) -> None:
         for child in self.snapshot_dir.iterdir():
-            name = child.name.removesuffix(".partial")
-            if name.isdigit() and int(name) < index:
+            at = index_of(child.name)
+            if at is not None and at < index:
                 shutil.rmtree(child, ignore_errors=True)
         if self.incoming_dir.exists():
             for child in self.incoming_dir.iterdir():
-                name = child.name.removesuffix(".partial")
-                if name.isdigit() and int(name) <= index:
+                at = index_of(child.name)
+                if at is not None and at <= index:
                     shutil.rmtree(child, ignore_errors=True)
 
     def _snapshot_files(self, index: int) -> Path | None:
@@ -533,21 +562,59 @@ class RaftReplicator:
         """A verified snapshot arrived (transport): step its message into Raft."""
         self.driver.deliver(message)
 
-    async def _install_snapshot(self, snapshot: Snapshot) -> None:
-        """The core accepted a leader's snapshot: restore the state machine from
-        its files, keeping a copy so this node can send it on if it leads."""
-        assert self.state_machine is not None
+    async def _keep_snapshot(self, snapshot: Snapshot) -> None:
+        """Step a of an install (driver docstring): the core accepted a leader's
+        snapshot; its verified files become raft/snapshots/<S>, durably, before
+        the log records the snapshot. They stay: the install reads them, a
+        restart that finds the install unfinished reads them again, and this
+        node sends them on if it leads."""
         index, _ = read_manifest(snapshot.data)
-        source = self.incoming_dir / str(index)
-        if not (source / MANIFEST).exists():
-            raise SnapshotError(f"snapshot {index} was accepted but its files are missing")
+        if index != snapshot.meta.index:
+            raise SnapshotError(f"snapshot {snapshot.meta.index} has the manifest of {index}")
         keep = self.snapshot_dir / str(index)
-        if not keep.exists():
-            await asyncio.to_thread(self._keep_copy, source, keep)
-        await self.state_machine.install_snapshot(index, source)
-        await asyncio.to_thread(shutil.rmtree, source, True)
+        if not await asyncio.to_thread(_holds, keep, snapshot.data):
+            source = self.incoming_dir / incoming_name(index, snapshot.data)
+            if not (source / MANIFEST).exists():
+                raise SnapshotError(f"snapshot {index} was accepted but its files are missing")
+            # A copy left by an attempt that crashed before the log named it
+            # (perhaps another leader's) is not referenced by anything.
+            await asyncio.to_thread(shutil.rmtree, keep, True)
+            await asyncio.to_thread(replace_durably, source, keep)
+        crash_point("snapshot-install:kept")
+
+    async def _install_snapshot(self, snapshot: Snapshot) -> None:
+        """Step c: restore the state machine from the kept files (the log
+        already records the snapshot)."""
+        assert self.state_machine is not None
+        index = snapshot.meta.index
+        await self.state_machine.install_snapshot(index, self.snapshot_dir / str(index))
         await asyncio.to_thread(self._remove_snapshots_before, index)
-        log.info("installed snapshot at index %d from the leader", index)
+        log.info("installed snapshot at index %d", index)
+
+    async def _finish_install(self) -> None:
+        """At start, before anything is applied: the log records a snapshot the
+        shards are behind (a crash between steps b and c); install it again
+        from the kept files, checked first against the manifest the log holds."""
+        snapshot = self.storage.snapshot()
+        index = snapshot.meta.index
+        keep = self.snapshot_dir / str(index)
+        log.warning(
+            "the log starts after snapshot %d but the shards were applied only to %d: "
+            "finishing its install",
+            index,
+            self.settings.applied,
+        )
+
+        def check() -> None:
+            if not _holds(keep, snapshot.data):
+                raise SnapshotError(
+                    f"the raft log records snapshot {index} but {keep} does not hold its "
+                    "files: this member cannot recover; remove it and let it rejoin"
+                )
+            verify_dir(keep)
+
+        await asyncio.to_thread(check)
+        await self._install_snapshot(snapshot)
 
     @staticmethod
     def _keep_copy(source: Path, keep: Path) -> None:
@@ -574,3 +641,11 @@ class RaftReplicator:
 
 def _storage_failed(exc: DriverFailed) -> Rejected:
     return Rejected(RejectReason.STORAGE_FAILED, str(exc))
+
+
+def _holds(directory: Path, manifest: bytes) -> bool:
+    """`directory` is a complete kept copy of the snapshot with this manifest."""
+    try:
+        return (directory / MANIFEST).read_bytes() == manifest
+    except FileNotFoundError:
+        return False

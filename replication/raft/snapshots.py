@@ -10,9 +10,12 @@ message, not inside it. What the files mean is the state machine's business.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import re
 import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +40,22 @@ class StateMachine(Protocol):
         ...
 
     async def install_snapshot(self, index: int, source: Path) -> None:
-        """Replace the state with the files in `source` (a verified snapshot)."""
+        """Replace the state with the files in `source` (a verified snapshot),
+        leaving `source` as it is (it stays the copy this node serves). Must
+        be safe to repeat: a crash in the middle is finished by installing again."""
         ...
+
+
+def incoming_name(index: int, manifest: bytes) -> str:
+    """The directory a received snapshot is kept in until installed: by index
+    and manifest, so two different snapshots at one index never share files."""
+    return f"{index}-{hashlib.sha256(manifest).hexdigest()[:16]}"
+
+
+def index_of(name: str) -> int | None:
+    """The index a snapshot directory's name starts with (None: not one)."""
+    match = re.match(r"\d+", name)
+    return int(match.group()) if match else None
 
 
 @dataclass(frozen=True)
@@ -141,7 +158,11 @@ async def receive_files(
     on_message: Callable[[raft_pb2.RaftMessage, Path], Awaitable[None]],
 ) -> None:
     """Write a snapshot stream aside, verify every file against the manifest,
-    move it into place as `incoming/<index>`, then hand over its message."""
+    move it into place as `incoming/<incoming_name>`, then hand over its message.
+
+    The same snapshot may arrive twice at once (a leader retrying): each
+    stream writes its own staging directory, and a complete copy already in
+    place is never removed or replaced (an install may be reading it)."""
 
     first = await anext(aiter(chunks), None)
     if first is None or not first.HasField("message"):
@@ -149,9 +170,10 @@ async def receive_files(
     message = first.message
     index, entries = read_manifest(message.snapshot.data)
     expected = {e.path: e for e in entries}
-    staging = incoming / f"{index}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    name = incoming_name(index, message.snapshot.data)
+    final = incoming / name
+    await asyncio.to_thread(incoming.mkdir, parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{name}.partial-", dir=incoming))
     hashes: dict[str, Any] = {}
     done: set[str] = set()
     handles: dict[str, BinaryIO] = {}
@@ -180,12 +202,20 @@ async def receive_files(
             raise SnapshotError(f"snapshot {index} stream ended without {sorted(missing)}")
         (staging / MANIFEST).write_bytes(message.snapshot.data)
         await asyncio.to_thread(fsync_tree, staging)
-        final = incoming / str(index)
-        shutil.rmtree(final, ignore_errors=True)
-        await asyncio.to_thread(replace_durably, staging, final)
+        if (final / MANIFEST).exists():
+            shutil.rmtree(staging, ignore_errors=True)  # identical files already in place
+        else:
+            try:
+                await asyncio.to_thread(replace_durably, staging, final)
+            except OSError:
+                if not (final / MANIFEST).exists():
+                    raise
+                # Another stream of the same snapshot finished first.
+                shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
         for f in handles.values():
-            f.close()
+            with contextlib.suppress(OSError):
+                f.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     await on_message(message, final)
