@@ -969,29 +969,44 @@ def _dict_diff(a: dict[str, Any], b: dict[str, Any], limit: int = 3) -> str:
 # -- checks on the history against the log and the final state ---------------------
 
 
-def _replay_log(log: list[tuple[int, frame_pb2.Frame]]) -> dict[str, tuple[int, bool]]:
+def _replay_log(
+    log: list[tuple[int, frame_pb2.Frame]], start: int = 1
+) -> dict[str, tuple[int, bool | None]]:
     """Request id -> (index, applied) for the first frame carrying it, by
     applying the chaos namespace's frames in order (conditions included). A
     later frame with the same request id is the client's retry: the node
-    answers it from its session table, so it has no effect."""
-    versions: dict[str, int] = {}
-    out: dict[str, tuple[int, bool]] = {}
+    answers it from its session table, so it has no effect.
+
+    A log that starts after index 1 (compacted into a snapshot) does not say
+    what a key held before `start`: a condition on such a key is not judged
+    (applied is None), and the keys that frame writes are unknown after it."""
+    state: dict[str, int] = {}  # key -> version, 0 = known absent
+    unknown: set[str] = set()
+    out: dict[str, tuple[int, bool | None]] = {}
+
+    def known(key: str) -> bool:
+        return key not in unknown and (key in state or start <= 1)
+
     for index, frame in log:
         if frame.namespace != NAMESPACE:
             continue
         rid = _rid(frame)
         if rid in out:
             continue
-        holds = all(
-            versions.get(cond.key, 0) == cond.version if cond.version else cond.key not in versions
-            for cond in frame.conditions
-        )
-        if holds:
-            for o in frame.ops:
-                if o.HasField("put"):
-                    versions[o.put.key] = index
-                else:
-                    versions.pop(o.delete.key, None)
+        holds: bool | None = None
+        if all(known(cond.key) for cond in frame.conditions):
+            holds = all(
+                state.get(cond.key, 0) == cond.version if cond.version else not state.get(cond.key)
+                for cond in frame.conditions
+            )
+        for o in frame.ops if holds is not False else ():
+            key = o.put.key if o.HasField("put") else o.delete.key
+            if holds:
+                state[key] = index if o.HasField("put") else 0
+                unknown.discard(key)
+            else:
+                state.pop(key, None)
+                unknown.add(key)
         out[rid] = (index, holds)
     return out
 
@@ -1001,12 +1016,14 @@ def check_against_log(
 ) -> list[str]:
     """Every acknowledged write is the first frame with its request id, at the
     index it was acknowledged with (for the part of the log still retained)."""
-    outcome = _replay_log(log)
+    outcome = _replay_log(log, start)
     failures = []
     for op in history:
         if op.f != "write" or op.status != OK or op.index < start or not op.request_id:
             continue
         got = outcome.get(op.request_id)
+        if got is not None and got[0] == op.index and got[1] is None:
+            continue  # its condition is on a state older than the retained log
         if got is None or got[0] != op.index or not got[1]:
             failures.append(
                 f"acknowledged write not in the committed log as acknowledged "
@@ -1026,12 +1043,14 @@ def resolve_from_log(
     whole log retained) not found -> it had no effect, so drop it. The
     checker still judges the rest: this only removes uncertainty that the
     cluster itself settled."""
-    outcome = _replay_log(log)
+    outcome = _replay_log(log, start)
     out = []
     for op in history:
         if op.f == "write" and op.status == INFO and op.request_id:
             got = outcome.get(op.request_id)
-            if got is not None and got[1]:
+            if got is not None and got[1] is None:
+                pass  # not settled by the retained log: the checker judges it
+            elif got is not None and got[1]:
                 op.happened, op.index = True, got[0]
                 counts["happened"] = counts.get("happened", 0) + 1
             elif got is not None:

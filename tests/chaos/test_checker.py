@@ -9,6 +9,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proto import frame_pb2
+from scripts.chaos import NAMESPACE, _replay_log
 from scripts.checker import FAIL, INF, INFO, OK, Op, Write, check
 
 _ids = itertools.count(1)
@@ -480,3 +482,21 @@ def test_a_read_moved_into_the_future_is_caught(seed: int) -> None:
         )
     )
     assert check(h).linearizable is False
+
+
+def test_a_compacted_log_does_not_judge_conditions_on_older_state() -> None:
+    """The log from index 50 (a snapshot took the rest) cannot say what k held
+    before: a CAS on it is not judged; a later plain put makes k known again."""
+
+    def put(seq: int, key: str, if_version: int | None = None) -> frame_pb2.Frame:
+        f = frame_pb2.Frame(namespace=NAMESPACE)
+        f.request_id.client_id, f.request_id.seq = "c", seq
+        f.ops.add(put=frame_pb2.PutOp(key=key, value=b"v"))
+        if if_version is not None:
+            f.conditions.add(key=key, version=if_version)
+        return f
+
+    log = [(50, put(1, "k", if_version=40)), (51, put(2, "k")), (52, put(3, "k", if_version=51))]
+    assert _replay_log(log, start=50) == {"c/1": (50, None), "c/2": (51, True), "c/3": (52, True)}
+    # From index 1 nothing is unknown: the CAS on a key never written fails.
+    assert _replay_log(log, start=1)["c/1"] == (50, False)
