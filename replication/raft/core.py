@@ -66,6 +66,10 @@ CAMPAIGN_TRANSFER = b"CampaignTransfer"
 lease, since the current leader asked for them (dissertation §3.10)."""
 
 
+_FROM_LEADER = frozenset({MT.APP, MT.HEARTBEAT, MT.SNAP, MT.TIMEOUT_NOW, MT.READ_INDEX_RESP})
+"""Message types only a leader sends."""
+
+
 class Logger(Protocol):
     """What the core needs from a logger; ``logging.Logger`` fits."""
 
@@ -127,6 +131,7 @@ class Status:
     conf_state: ConfState
     progress: dict[int, ProgressStatus] = field(default_factory=dict)
     lead_transferee: int = NONE
+    refused: int = 0  # messages step() refused since start
 
     @property
     def voters(self) -> frozenset[int]:
@@ -174,6 +179,8 @@ class RaftCore:
         self.read_only = ReadOnly()
         self.pending_read_index: list[tuple[bytes, int]] = []
         self.prs: dict[int, Progress] = {}
+        # Messages refused by step(): see _refusal.
+        self.refused = 0
 
         # Configurations in the log, effective as soon as appended (dissertation
         # §4.1): (index, config) pairs, oldest first. The first is the base (the
@@ -636,10 +643,85 @@ class RaftCore:
             self._step_leader(Message(MT.SNAP_STATUS, self.id, nid, reject=not success))
 
     def step(self, m: Message) -> None:
-        """Process one message from a peer. Local-only message types (see
-        ``LOCAL_MESSAGES``) are refused, except HUP (the same as ``campaign()``)."""
-        if m.type in LOCAL_MESSAGES and m.type is not MT.HUP:
-            raise ValueError(f"{m.type.name} is a local message; use the RaftCore method")
+        """Process one message from a peer. A message the sender had no business
+        sending (see ``_refusal``) is dropped: counted in ``refused`` and logged as
+        ``"<id> refused <TYPE> from <frm> at term <term>: <why>"``."""
+        why = self._refusal(m)
+        if why is not None:
+            self.refused += 1
+            self._logger.warning(
+                "%d refused %s from %d at term %d: %s", self.id, m.type.name, m.frm, m.term, why
+            )
+            return
+        self._step(m)
+
+    def _known_members(self) -> frozenset[int]:
+        """Every member of a configuration we track: the latest, and the older ones a
+        truncation of our log could bring back (§4.1). A leader we must follow may be
+        outside the latest one: it may lack an uncommitted change that removed it."""
+        members: frozenset[int] = frozenset()
+        for _, cs in self._confs:
+            members |= cs.members()
+        return members
+
+    def _refusal(self, m: Message) -> str | None:
+        """Why ``m`` cannot have come from a correct peer, or None if it may have.
+
+        Sender ids are not authenticated (that is the transport's business); this
+        checks what the core itself knows: who is a member, who leads our term.
+
+        - Local types (HUP, BEAT, PROP, CHECK_QUORUM, UNREACHABLE, SNAP_STATUS) are
+          the core's own or the driver's (through methods), never a peer's.
+        - A message must be addressed to us and come from another node. (Forwarded
+          READ_INDEX and TRANSFER_LEADER carry the requester and the transferee in
+          ``frm``, which may be us.)
+        - What only a leader sends (APP, HEARTBEAT, SNAP, TIMEOUT_NOW, READ_INDEX_RESP)
+          at our term comes from the leader of our term once we know it: at most
+          one leader per term (§5.2). Those that would make the sender our leader
+          must come from a member of a configuration we know, unless we are not a
+          member of our own latest configuration: a joining node, whose log has not
+          yet reached the entry that added it (empty, or the founding entries only),
+          follows whoever leads, as in etcd; it cannot lead or count for anyone.
+          TIMEOUT_NOW and READ_INDEX_RESP come only from the leader we follow, at
+          our term: the leader sends TimeoutNow to a follower that acknowledged its
+          whole log (§3.10), and a read index is only as good as its leader (§6.4).
+          Messages from older terms pass, to be answered with our term or ignored
+          (§5.1). The price: a member whose log lacks the (committed) entry that
+          added the current leader refuses it until a leader it knows takes over;
+          an id outside every configuration we know looks just like a forged one.
+        - Responses the leader counts (APP_RESP, HEARTBEAT_RESP) and forwarded reads
+          come from members.
+        - Vote requests and responses pass from anyone: a candidate may know a newer
+          configuration than ours in which we vote (etcd's TestLearnerCanVote), and
+          only the votes of voters of the candidate's configuration count.
+        """
+        t = m.type
+        if t in LOCAL_MESSAGES:
+            return "a local message type"
+        if m.to != self.id:
+            return f"addressed to {m.to}"
+        if m.frm == NONE or (m.frm == self.id and t not in (MT.READ_INDEX, MT.TRANSFER_LEADER)):
+            return "not from a peer"
+        if t in _FROM_LEADER:
+            if m.term < self.term:
+                return None
+            if m.term == self.term and self.lead not in (NONE, m.frm):
+                return f"{self.lead} leads term {self.term}"
+            if t in (MT.TIMEOUT_NOW, MT.READ_INDEX_RESP):
+                if m.term != self.term or m.frm != self.lead:
+                    return "not from the leader we follow"
+                return None
+            if self.id in self.conf.members() and m.frm not in self._known_members():
+                return "not a member"
+        elif (
+            t in (MT.APP_RESP, MT.HEARTBEAT_RESP, MT.READ_INDEX)
+            and m.frm != self.id
+            and m.frm not in self._known_members()
+        ):
+            return "not a member"
+        return None
+
+    def _step(self, m: Message) -> None:
         if m.term == 0:
             pass  # local message, or a forwarded READ_INDEX
         elif m.term > self.term:
@@ -714,9 +796,7 @@ class RaftCore:
             return
 
         t = m.type
-        if t is MT.HUP:
-            self._hup()
-        elif t is MT.VOTE or t is MT.PRE_VOTE:
+        if t is MT.VOTE or t is MT.PRE_VOTE:
             self._handle_vote_request(m)
         elif self.role is Role.LEADER:
             self._step_leader(m)
@@ -1163,7 +1243,7 @@ class RaftCore:
         if k:
             del confs[:k]
         for m in rd.local:
-            self.step(m)
+            self._step(m)  # our own acknowledgements, now durable
 
     # ------------------------------------------------------------------
     # Introspection
@@ -1184,6 +1264,7 @@ class RaftCore:
             conf_state=self.conf,
             progress=progress,
             lead_transferee=self.lead_transferee,
+            refused=self.refused,
         )
 
     def __repr__(self) -> str:

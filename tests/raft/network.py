@@ -209,7 +209,8 @@ class Network:
             queue.extend(self.flush(m.to))
 
     def campaign(self, nid: int) -> None:
-        self.send(msg(MT.HUP, nid, nid))
+        self.nodes[nid].core.campaign()
+        self.send()
 
     def tick(self, nid: int, n: int = 1) -> None:
         for _ in range(n):

@@ -188,13 +188,6 @@ def test_status_reports_progress_on_leader() -> None:
     assert s.progress[1].match == 1
 
 
-def test_step_refuses_local_messages() -> None:
-    """Local message types never come from the network (etcd's ErrStepLocalMsg)."""
-    r = new_core(1)
-    with pytest.raises(ValueError, match="local message"):
-        r.step(msg(MT.CHECK_QUORUM, 1, 1))
-
-
 def test_logger_lines_have_a_fixed_format() -> None:
     """The core logs through the injected logger, in fixed lines a test can assert."""
     lines: list[str] = []

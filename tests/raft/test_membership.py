@@ -155,7 +155,8 @@ def test_configuration_effective_on_append_and_rolled_back_on_truncation() -> No
     r.step(msg(MT.APP, 1, 2, term=2, index=3, log_term=1, entries=(cc,), commit=3))
     assert r.conf.voters == {1, 2}
 
-    r.step(msg(MT.APP, 4, 2, term=3, index=3, log_term=1, entries=(Entry(3, 4),), commit=3))
+    # The new leader is the very node the truncated entry removed.
+    r.step(msg(MT.APP, 3, 2, term=3, index=3, log_term=1, entries=(Entry(3, 4),), commit=3))
     assert r.conf.voters == {1, 2, 3}
 
 
