@@ -159,6 +159,7 @@ class RaftDriver:
         self._proposals: list[tuple[bytes, asyncio.Future[tuple[int, int]]]] = []
         self._reads: list[asyncio.Future[int]] = []
         self._calls: list[tuple[Callable[[RaftCore], Any], asyncio.Future[Any]]] = []
+        self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._unreachable: set[int] = set()
         self._snapshot_reports: list[tuple[int, bool]] = []
         self._pending: dict[int, _Pending] = {}
@@ -249,6 +250,16 @@ class RaftDriver:
         self._wake.set()
         return await future
 
+    async def exclusive(self, job: Callable[[], Any]) -> Any:
+        """Run blocking `job` on a worker thread between two rounds of the
+        loop, while no save runs (the WAL rewrite after a compaction). An
+        error in it is a fault of the disk: the loop stops (fail-stop)."""
+        self.check_alive()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, future))
+        self._wake.set()
+        return await future
+
     def _report_unreachable(self, nid: int) -> None:
         self._unreachable.add(nid)
         self._wake.set()
@@ -284,6 +295,7 @@ class RaftDriver:
                 self._feed()
                 self.transport.send(self.core.take_messages())
                 await self._handle_ready()
+                await self._run_jobs()
         except asyncio.CancelledError:
             self._fail_waiters(DriverStopped("the raft loop was cancelled"))
             raise
@@ -358,6 +370,18 @@ class RaftDriver:
                 f.set_result(fn(core))
             except Exception as exc:
                 f.set_exception(exc)
+
+    async def _run_jobs(self) -> None:
+        jobs, self._jobs = self._jobs, []
+        for job, future in jobs:
+            try:
+                result = await asyncio.shield(asyncio.to_thread(job))
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                raise
+            if not future.done():
+                future.set_result(result)
 
     async def _handle_ready(self) -> None:
         core = self.core
@@ -463,6 +487,10 @@ class RaftDriver:
             if not cf.done():
                 cf.set_exception(exc)
         self._calls.clear()
+        for _, jf in self._jobs:
+            if not jf.done():
+                jf.set_exception(exc)
+        self._jobs.clear()
 
     @property
     def is_leader(self) -> bool:

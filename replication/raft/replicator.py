@@ -97,10 +97,14 @@ class RaftSettings:
     max_pending_bytes: int = 256 << 20
     applied: int = 0
     seed: int | None = None
-    # §7: snapshot once this many entries were applied since the last snapshot,
-    # keeping this many entries before it so slow followers catch up from the log.
+    # §7: snapshot once this many entries, or this many bytes of them, were
+    # applied since the last snapshot, keeping this many entries (at most so
+    # many bytes) before it so slow followers catch up from the log. The bytes
+    # bound what the in-memory log holds whatever the entries' size.
     snapshot_entries: int = 10_000
     catchup_entries: int = 5_000
+    snapshot_bytes: int = 256 << 20
+    catchup_bytes: int = 64 << 20
     # A new cluster started from a backup: its index, and its directory.
     restore_index: int = 0
     restore_dir: Path | None = None
@@ -507,7 +511,11 @@ class RaftReplicator:
             return
         if self._snapshotting is not None and not self._snapshotting.done():
             return
-        if applied_index - self.storage.snapshot().meta.index < self.settings.snapshot_entries:
+        last = self.storage.snapshot().meta.index
+        if (
+            applied_index - last < self.settings.snapshot_entries
+            and self.storage.bytes_after(last) < self.settings.snapshot_bytes
+        ):
             return
         self._snapshotting = asyncio.get_running_loop().create_task(
             self._take_snapshot(applied_index), name="raft-snapshot"
@@ -529,11 +537,18 @@ class RaftReplicator:
 
             def record(core: RaftCore) -> None:
                 # Inside the driver loop, so the core never sees half a compaction.
-                self.storage.snapshot_and_compact(
-                    index, core.conf_state_at(index), manifest, self.settings.catchup_entries
+                self.storage.record_snapshot(
+                    index,
+                    core.conf_state_at(index),
+                    manifest,
+                    self.settings.catchup_entries,
+                    self.settings.catchup_bytes,
                 )
 
             await self.driver.call(record)
+            # The WAL rewrite off the event loop, but between two saves. The
+            # older snapshots go only after it: the old WAL still names them.
+            await self.driver.exclusive(self.storage.rewrite)
             log.info(
                 "snapshot at index %d; log now starts at %d", index, self.storage.first_index()
             )

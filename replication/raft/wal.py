@@ -7,11 +7,21 @@ exactly as it was last persisted. A torn tail -- a crash mid-write -- fails its
 checksum or is short, and is cut off on recovery; it was never acknowledged,
 because nothing depends on a record before its fsync returns.
 
-Compaction (§7) rewrites the retained part of the log into a new file (base
-entry and snapshot, entries after it, hard state), fsyncs it, then atomically replaces the
-old one. One fsync per `save` (a Ready's worth of records): group commit.
+Compaction (§7) is two steps: `record_snapshot` drops the covered entries
+from memory (quick, on the driver's loop, so the core never sees half of it),
+then `rewrite` writes the retained part of the log into a new file (base
+entry and snapshot, entries after it, hard state), fsyncs it and atomically
+replaces the old one -- on a worker thread, between two saves. A crash
+between them replays the old file: the log as it was before the snapshot.
+One fsync per `save` (a Ready's worth of records): group commit.
 
-Blocking I/O: the driver runs `save` and `compact` on a worker thread; reads
+Memory: the retained log is held in memory. It is bounded by compaction --
+the replicator snapshots once the log since the last snapshot exceeds a
+number of entries or of bytes, and keeps at most so many entries and bytes
+before it for slow followers -- so what stays is about the snapshot
+thresholds plus what is not applied yet.
+
+Blocking I/O: the driver runs `save` and `rewrite` on a worker thread; reads
 come from memory.
 """
 
@@ -222,33 +232,63 @@ class DiskStorage(MemoryStorage):
             if hard_state is not None:
                 super().set_hard_state(hard_state)
 
-    def snapshot_and_compact(
-        self, index: int, conf_state: ConfState, data: bytes, keep_entries: int
+    def bytes_after(self, index: int) -> int:
+        """Bytes (as Entry.size counts them) of the retained entries after `index`."""
+        with self._lock:
+            offset = self._ents[0].index
+            return sum(e.size() for e in self._ents[max(index - offset + 1, 1) :])
+
+    def record_snapshot(
+        self,
+        index: int,
+        conf_state: ConfState,
+        data: bytes,
+        keep_entries: int,
+        keep_bytes: int | None = None,
     ) -> Snapshot:
-        """Record the application's snapshot at `index` (§7), drop entries more
-        than `keep_entries` below it (kept so slow followers catch up from the
-        log), and rewrite the WAL without them."""
+        """Record the application's snapshot at `index` (§7) and drop from
+        memory the entries below it except the last `keep_entries`, at most
+        `keep_bytes` of them (kept so slow followers catch up from the log).
+        The WAL still holds them until `rewrite`."""
         with self._lock:
             snap = self.create_snapshot(index, conf_state, data)
             compact_to = index - keep_entries
+            if keep_bytes is not None:
+                kept = 0
+                floor = index
+                offset = self._ents[0].index
+                while floor > offset and kept + self._ents[floor - offset].size() <= keep_bytes:
+                    kept += self._ents[floor - offset].size()
+                    floor -= 1
+                compact_to = max(compact_to, floor)
             if compact_to > self._ents[0].index:
                 self.compact(compact_to)
-            self._rewrite()
         return snap
 
-    def _rewrite(self) -> None:
-        """The retained log as a fresh WAL, swapped in atomically."""
-        base = self._ents[0]
-        snap = self.snapshot()
-        records = [
-            _record(
-                LOG_START,
-                BASE.pack(base.index, base.term) + _encode_snapshot(snap.meta, snap.data),
-            )
-        ]
-        if len(self._ents) > 1:
-            records.append(_record(ENTRIES, _encode_entries(self._ents[1:])))
-        records.append(_record(HARDSTATE, HARD_STATE.pack(*_hs_tuple(self.hard_state))))
+    def snapshot_and_compact(
+        self, index: int, conf_state: ConfState, data: bytes, keep_entries: int
+    ) -> Snapshot:
+        """`record_snapshot`, then `rewrite`, in one call."""
+        snap = self.record_snapshot(index, conf_state, data, keep_entries)
+        self.rewrite()
+        return snap
+
+    def rewrite(self) -> None:
+        """The retained log as a fresh WAL, swapped in atomically. Blocking:
+        run it off the event loop, while no `save` runs (the driver's
+        `exclusive`), or a record saved meanwhile could be lost."""
+        with self._lock:
+            base = self._ents[0]
+            snap = self.snapshot()
+            records = [
+                _record(
+                    LOG_START,
+                    BASE.pack(base.index, base.term) + _encode_snapshot(snap.meta, snap.data),
+                )
+            ]
+            if len(self._ents) > 1:
+                records.append(_record(ENTRIES, _encode_entries(self._ents[1:])))
+            records.append(_record(HARDSTATE, HARD_STATE.pack(*_hs_tuple(self.hard_state))))
         write_file_durably(self.path, b"".join(records))
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
