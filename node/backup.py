@@ -19,7 +19,8 @@ from replication.durable import fsync_path, fsync_tree
 from replication.raft.snapshots import SnapshotError, seal, verify_dir
 
 if TYPE_CHECKING:
-    from node.server import Node
+    from node.applier import Applier
+    from node.shards import ShardStore
 
 SHARDS = "shards"
 
@@ -28,11 +29,11 @@ class RestoreError(Exception):
     pass
 
 
-async def make_backup(node: Node, into: Path) -> bytes:
-    """Copy every shard at the node's applied index into `into`; the manifest."""
-    async with node.applier.paused():
-        index = node.applier.applied_index
-        await asyncio.to_thread(node.store.copy_to, into / SHARDS)
+async def make_backup(applier: Applier, store: ShardStore, into: Path) -> bytes:
+    """Copy every shard at the applied index into `into`; the manifest."""
+    async with applier.paused():
+        index = applier.applied_index
+        await asyncio.to_thread(store.copy_to, into / SHARDS)
     return await asyncio.to_thread(seal, into, index)
 
 

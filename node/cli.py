@@ -84,6 +84,12 @@ def _node_parser(sub: Any) -> None:
     )
     p.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace)
     p.add_argument(
+        "--max-concurrent-backups",
+        type=int,
+        default=defaults.max_concurrent_backups,
+        help="backups running at once (each is a full copy of the shards on disk)",
+    )
+    p.add_argument(
         "--ready-file", type=Path, default=None, help="write the bound address here once serving"
     )
     p.add_argument("--log-format", choices=("text", "json"), default=defaults.log_format)
@@ -161,6 +167,7 @@ def _run_node(args: argparse.Namespace) -> int:
         log_segment_bytes=args.log_segment_bytes,
         request_retention=args.request_retention,
         shutdown_grace=args.shutdown_grace,
+        max_concurrent_backups=args.max_concurrent_backups,
         ready_file=args.ready_file,
         log_format=args.log_format,
         log_level=args.log_level,

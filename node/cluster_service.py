@@ -1,38 +1,38 @@
 """Cluster administration over gRPC: list, add and remove members, transfer
 leadership. Any node answers; changes are made on the leader (a follower
-passes the request on, once)."""
+passes the request on, once). A node that runs alone has no cluster: every
+RPC answers FAILED_PRECONDITION."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-import grpc
-
-from node import names, rpc
-from node.errors import InvalidArgument, Unavailable
+from node import names
+from node.errors import FailedPrecondition, InvalidArgument, Unavailable
+from node.peers import PeerChannels
 from proto import raft_pb2, raft_pb2_grpc
-from replication.raft.members import MemberInfo
-from replication.raft.replicator import RaftReplicator
-from replication.replicator import Rejected, RejectReason
-
-if TYPE_CHECKING:
-    from node.server import Node
+from replication.replicator import Leadership, Membership, Rejected, RejectReason, Replicator
 
 R = TypeVar("R")
 FORWARDED = "shardlite-forwarded"
+RELAY_TIMEOUT = 30.0
 
 
-class ClusterService(raft_pb2_grpc.ClusterServicer):
-    def __init__(self, node: Node) -> None:
-        self.node = node
+class ClusterService:
+    def __init__(self, replicator: Replicator, channels: PeerChannels) -> None:
+        self._membership = replicator if isinstance(replicator, Membership) else None
+        self._leadership = replicator if isinstance(replicator, Leadership) else None
+        self._status = replicator.status
+        self.channels = channels
 
     @property
-    def raft(self) -> RaftReplicator:
-        raft = self.node.raft
-        if raft is None:
-            raise Unavailable("this node runs alone (no --peers or --join): it has no cluster")
-        return raft
+    def membership(self) -> Membership:
+        if self._membership is None:
+            raise FailedPrecondition(
+                "this node runs alone (no --peers or --join): it has no cluster"
+            )
+        return self._membership
 
     def _members(self) -> list[raft_pb2.Member]:
         return [
@@ -40,50 +40,36 @@ class ClusterService(raft_pb2_grpc.ClusterServicer):
                 name=m.name, id=m.id, address=m.address, learner=m.learner,
                 leader=m.leader, match_index=m.match_index,
             )
-            for m in self.raft.member_list()
+            for m in self.membership.member_list()
         ]  # fmt: skip
 
     async def _on_leader(
         self,
         context: Any,
         here: Callable[[], Awaitable[R]],
-        there: Callable[[raft_pb2_grpc.ClusterAsyncStub], Awaitable[R]],
+        there: Callable[[raft_pb2_grpc.ClusterAsyncStub, Any], Awaitable[R]],
     ) -> R:
-        """Run `here` if this node leads, else `there` against the leader."""
+        """Run `here` if this node leads, else `there` against the leader (its
+        status, if it fails, is relayed as it is by node/rpc.py)."""
+        _ = self.membership  # FAILED_PRECONDITION on a single node, before anything
         try:
-            try:
-                return await here()
-            except Rejected as exc:
-                forwarded = dict(context.invocation_metadata() or ()).get(FORWARDED)
-                if exc.reason is not RejectReason.NOT_LEADER or forwarded:
-                    raise
-                leader = self.raft.leader_address
-                if not leader:
-                    raise Unavailable("no leader elected right now; retry shortly") from None
-                stub = raft_pb2_grpc.ClusterStub(self.node.peer_channel(leader))
-                return await there(stub)
-        except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "")
-            raise
-        except Exception as exc:
-            code, message, hint = rpc.status_for(exc)
-            if hint:
-                context.set_trailing_metadata(((rpc.LEADER_METADATA_KEY, hint),))
-            await context.abort(code, message)
-            raise
+            return await here()
+        except Rejected as exc:
+            forwarded = dict(context.invocation_metadata() or ()).get(FORWARDED)
+            if exc.reason is not RejectReason.NOT_LEADER or forwarded:
+                raise
+        leader = self._leadership.leader_address if self._leadership is not None else ""
+        if not leader:
+            raise Unavailable("no leader elected right now; retry shortly") from None
+        stub = raft_pb2_grpc.ClusterStub(self.channels.get(leader))
+        return await there(stub, ((FORWARDED, "1"),))
 
     async def Members(
         self, request: raft_pb2.MembersRequest, context: Any
     ) -> raft_pb2.MembersResponse:
-        try:
-            raft = self.raft
-        except Unavailable as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-            raise
-        status = raft.status()
-        return raft_pb2.MembersResponse(
-            members=self._members(), leader=status.leader, term=status.term
-        )
+        members = self._members()
+        status = self._status()
+        return raft_pb2.MembersResponse(members=members, leader=status.leader, term=status.term)
 
     async def AddMember(
         self, request: raft_pb2.AddMemberRequest, context: Any
@@ -92,13 +78,16 @@ class ClusterService(raft_pb2_grpc.ClusterServicer):
             names.check_namespace(request.name)  # member names follow the same rules
             if ":" not in request.address:
                 raise InvalidArgument(f"address {request.address!r} is not host:port")
-            info = MemberInfo(request.name, request.address, request.learner_only)
-            await self.raft.add_member(info)
+            await self.membership.add_member(
+                request.name, request.address, learner_only=request.learner_only
+            )
             return raft_pb2.AddMemberResponse(members=self._members())
 
-        async def there(stub: raft_pb2_grpc.ClusterAsyncStub) -> raft_pb2.AddMemberResponse:
+        async def there(
+            stub: raft_pb2_grpc.ClusterAsyncStub, md: Any
+        ) -> raft_pb2.AddMemberResponse:
             reply: raft_pb2.AddMemberResponse = await stub.AddMember(
-                request, timeout=30, metadata=((FORWARDED, "1"),)
+                request, timeout=RELAY_TIMEOUT, metadata=md
             )
             return reply
 
@@ -108,12 +97,14 @@ class ClusterService(raft_pb2_grpc.ClusterServicer):
         self, request: raft_pb2.RemoveMemberRequest, context: Any
     ) -> raft_pb2.RemoveMemberResponse:
         async def here() -> raft_pb2.RemoveMemberResponse:
-            await self.raft.remove_member(request.name)
+            await self.membership.remove_member(request.name)
             return raft_pb2.RemoveMemberResponse(members=self._members())
 
-        async def there(stub: raft_pb2_grpc.ClusterAsyncStub) -> raft_pb2.RemoveMemberResponse:
+        async def there(
+            stub: raft_pb2_grpc.ClusterAsyncStub, md: Any
+        ) -> raft_pb2.RemoveMemberResponse:
             reply: raft_pb2.RemoveMemberResponse = await stub.RemoveMember(
-                request, timeout=30, metadata=((FORWARDED, "1"),)
+                request, timeout=RELAY_TIMEOUT, metadata=md
             )
             return reply
 
@@ -123,12 +114,14 @@ class ClusterService(raft_pb2_grpc.ClusterServicer):
         self, request: raft_pb2.TransferLeaderRequest, context: Any
     ) -> raft_pb2.TransferLeaderResponse:
         async def here() -> raft_pb2.TransferLeaderResponse:
-            leader = await self.raft.transfer_leader(request.name)
+            leader = await self.membership.transfer_leader(request.name)
             return raft_pb2.TransferLeaderResponse(leader=leader)
 
-        async def there(stub: raft_pb2_grpc.ClusterAsyncStub) -> raft_pb2.TransferLeaderResponse:
+        async def there(
+            stub: raft_pb2_grpc.ClusterAsyncStub, md: Any
+        ) -> raft_pb2.TransferLeaderResponse:
             reply: raft_pb2.TransferLeaderResponse = await stub.TransferLeader(
-                request, timeout=30, metadata=((FORWARDED, "1"),)
+                request, timeout=RELAY_TIMEOUT, metadata=md
             )
             return reply
 

@@ -24,6 +24,8 @@ class NodeConfig:
     log_segment_bytes: int = 64 << 20
     # Exactly-once: results of (client_id, seq) kept for this many indices.
     request_retention: int = 100_000
+    # Backups running at once (each is a full copy of the shards on disk).
+    max_concurrent_backups: int = 2
     # SIGTERM: how long in-flight requests get to finish.
     shutdown_grace: float = 10.0
     # Written with the bound address once the node serves (for scripts, tests).

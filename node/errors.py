@@ -24,8 +24,8 @@ class ConditionFailed(NodeError):
         )
 
 
-class ConditionFailedRemote(NodeError):
-    """A forwarded write's condition failed on the leader (its message says how)."""
+class FailedPrecondition(NodeError):
+    """The node is not in a state to do this (e.g. a cluster RPC on a single node)."""
 
 
 class Unavailable(NodeError):
@@ -34,6 +34,15 @@ class Unavailable(NodeError):
     def __init__(self, message: str, leader_hint: str = "") -> None:
         self.leader_hint = leader_hint
         super().__init__(message)
+
+
+class OutcomeUnknown(Unavailable):
+    """A write may be in the log: it was proposed (or may have reached the
+    leader) and then something failed. Never propose it again under a new id:
+    retrying with the same request_id applies it at most once."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"outcome unknown: retry with the same request_id ({detail})")
 
 
 class OutOfRange(NodeError):

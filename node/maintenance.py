@@ -1,35 +1,76 @@
-"""The Maintenance service: backups, streamed to the caller."""
+"""The Maintenance service: backups, streamed to the caller.
+
+Each backup is a full copy of every shard in a temporary directory under
+<data>/backups, removed when the stream ends; at most `max_backups` run at
+once (RESOURCE_EXHAUSTED beyond), and copies a crash left behind are removed
+when the node starts (`remove_leftovers`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
+from node.applier import Applier
 from node.backup import make_backup
+from node.errors import ResourceExhausted
+from node.shards import ShardStore
 from proto import kv_pb2
 from replication.raft.snapshots import file_blocks
 
-if TYPE_CHECKING:
-    from node.server import Node
+log = logging.getLogger(__name__)
+
+BACKUPS_DIR = "backups"
+TEMP_PREFIX = "tmp-"
+
+
+def remove_leftovers(data_dir: Path) -> int:
+    """Remove the temporary copies of backups a crash interrupted; how many."""
+    root = data_dir / BACKUPS_DIR
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for child in root.iterdir():
+        if child.name.startswith(TEMP_PREFIX):
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d unfinished backup copies from %s", removed, root)
+    return removed
 
 
 class MaintenanceService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self, data_dir: Path, applier: Applier, store: ShardStore, max_backups: int
+    ) -> None:
+        self.data_dir = data_dir
+        self.applier = applier
+        self.store = store
+        self.max_backups = max_backups
+        self._running = 0
 
     async def Backup(
         self, request: kv_pb2.BackupRequest, context: Any
     ) -> AsyncIterator[kv_pb2.BackupChunk]:
-        workdir = self.node.config.data_dir / "backups" / f"tmp-{uuid.uuid4().hex}"
+        if self._running >= self.max_backups:
+            raise ResourceExhausted(
+                f"{self._running} backups are running (the limit is {self.max_backups}); "
+                "retry when one has finished"
+            )
+        self._running += 1
+        workdir = self.data_dir / BACKUPS_DIR / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            manifest = await make_backup(self.node, workdir)
+            manifest = await make_backup(self.applier, self.store, workdir)
             yield kv_pb2.BackupChunk(manifest=manifest)
             async for entry, offset, block, last in file_blocks(workdir, manifest):
                 yield kv_pb2.BackupChunk(
                     path=entry.path, offset=offset, data=block, last_of_file=last
                 )
         finally:
+            self._running -= 1
             await asyncio.to_thread(shutil.rmtree, workdir, True)

@@ -1,44 +1,41 @@
-"""The peer-facing Raft service of a node: message streams go to the Raft
-driver; Forward runs a follower's write here, on the leader."""
+"""The peer-facing Raft service of a node: message streams go to the
+replicator's peer servicer; Forward runs a follower's write here, on the
+leader (node/paths.py `run_forwarded`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import grpc
-
-from node import rpc
+from node.errors import Unavailable
+from node.paths import FORWARDED_BY, Paths
 from proto import raft_pb2
-from replication.raft.members import member_id
-from replication.raft.transport import RaftServicer
-
-if TYPE_CHECKING:
-    from node.server import Node
+from replication.replicator import Partitioning, PeerServicer
 
 
-class PeerService(RaftServicer):
-    def __init__(self, node: Node) -> None:
-        replicator = node.raft
-        assert replicator is not None
-        super().__init__(
-            replicator.driver.deliver,
-            incoming=replicator.incoming_dir,
-            on_snapshot=replicator.receive_snapshot,
-        )
-        self.node = node
+class PeerService:
+    def __init__(
+        self, replication: PeerServicer, paths: Paths, partitioning: Partitioning | None
+    ) -> None:
+        self.replication = replication
+        self.paths = paths
+        self.partitioning = partitioning
+
+    async def Send(self, request_iterator: Any, context: Any) -> raft_pb2.SendAck:
+        reply: raft_pb2.SendAck = await self.replication.Send(request_iterator, context)
+        return reply
+
+    async def SendSnapshot(self, request_iterator: Any, context: Any) -> raft_pb2.SnapshotAck:
+        reply: raft_pb2.SnapshotAck = await self.replication.SendSnapshot(request_iterator, context)
+        return reply
 
     async def Forward(
         self, request: raft_pb2.ForwardRequest, context: Any
     ) -> raft_pb2.ForwardResponse:
-        sender = dict(context.invocation_metadata() or ()).get("shardlite-forwarded-by", "")
-        if sender and member_id(sender) in self.blocked_from:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "partitioned (fault injection)")
-        try:
-            # Only the leader proposes; no chains of forwards.
-            result = await self.node.write_here(request.frame)
-        except Exception as exc:
-            code, message, hint = rpc.status_for(exc)
-            if hint:
-                context.set_trailing_metadata(((rpc.LEADER_METADATA_KEY, hint),))
-            await context.abort(code, message)
-        return raft_pb2.ForwardResponse(result=result)
+        sender = dict(context.invocation_metadata() or ()).get(FORWARDED_BY, "")
+        if sender and self.partitioning is not None and self.partitioning.drops_from(sender):
+            # As a lost request would be: the sender cannot know it never arrived.
+            raise Unavailable("partitioned (fault injection)")
+        return await self.paths.run_forwarded(request.frame)
+
+    def close(self) -> None:
+        self.replication.close()

@@ -1,20 +1,24 @@
 """The one translation point between gRPC and the node.
 
-Builds the KV service's method handlers from its descriptor. Requests arrive
-as raw bytes and are parsed here, so a malformed request is INVALID_ARGUMENT
-with a message (grpc's own deserializer would answer a bare INTERNAL). Our
-exceptions become statuses here and nowhere else.
+Builds every service's method handlers from its descriptor (KV, Maintenance,
+Cluster, the peer service, Faults). Requests arrive as raw bytes and are
+parsed here, so a malformed request is INVALID_ARGUMENT with a message (grpc's
+own deserializer would answer a bare INTERNAL). Our exceptions become
+statuses here and nowhere else; a status relayed from another node (a
+request passed on to the leader) keeps its code and message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 
 from node import errors
 from replication.replicator import Rejected, RejectReason
@@ -26,7 +30,7 @@ LEADER_METADATA_KEY = "shardlite-leader"
 _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ConditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.ConditionFailedRemote, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -50,6 +54,9 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
     """(status, message, leader hint) for an exception raised by a handler."""
     if isinstance(exc, Rejected):
         return _REJECTED[exc.reason], f"write rejected: {exc}", exc.leader_hint
+    if isinstance(exc, grpc.aio.AioRpcError):  # relayed from the node we asked
+        trailers: dict[str, Any] = dict(exc.trailing_metadata() or ())  # type: ignore[arg-type]
+        return exc.code(), exc.details() or "", str(trailers.get(LEADER_METADATA_KEY, ""))
     for kind, code in _STATUS:
         if isinstance(exc, kind):
             hint = exc.leader_hint if isinstance(exc, errors.Unavailable) else ""
@@ -73,26 +80,44 @@ def _parse(message_type: type[Message], raw: bytes) -> Message | None:
 
 
 def generic_handler(
-    service: ServiceDescriptor, servicer: object, message_types: Mapping[str, type[Message]]
+    service: ServiceDescriptor, servicer: object
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every method of `service`, implemented by the
     servicer's method of the same name."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
-        request_type = message_types[method.input_type.name]
-        response_type = message_types[method.output_type.name]
+        request_type = _message_class(method.input_type)
+        serialize = _message_class(method.output_type).SerializeToString
         impl = getattr(servicer, method.name)
-        if method.server_streaming:
+        if method.client_streaming and not method.server_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                _client_streaming(impl, request_type), response_serializer=serialize
+            )
+        elif method.client_streaming:
+            raise NotImplementedError(f"{method.full_name}: bidirectional streams")
+        elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _streaming(impl, request_type),
-                response_serializer=response_type.SerializeToString,
+                _streaming(impl, request_type), response_serializer=serialize
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(impl, request_type),
-                response_serializer=response_type.SerializeToString,
+                _unary(impl, request_type), response_serializer=serialize
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _message_class(descriptor: Descriptor) -> type[Message]:
+    cls: type[Message] = GetMessageClass(descriptor)
+    return cls
+
+
+async def _malformed(
+    context: grpc.aio.ServicerContext[Any, Any], request_type: type[Message]
+) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"malformed request: not a valid {request_type.DESCRIPTOR.full_name}",
+    )
 
 
 def _unary(
@@ -101,12 +126,34 @@ def _unary(
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message | None:
         request = _parse(request_type, raw)
         if request is None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"malformed request: not a valid {request_type.DESCRIPTOR.full_name}",
-            )
+            await _malformed(context, request_type)
         try:
             return await impl(request, context)
+        except Exception as exc:
+            error = exc
+        await _abort(context, error)
+        return None
+
+    return handle
+
+
+def _client_streaming(
+    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message]
+) -> Callable[[AsyncIterator[bytes], Any], Awaitable[Message | None]]:
+    async def handle(
+        raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Message | None:
+        async def requests() -> AsyncIterator[Message]:
+            async for raw in raw_requests:
+                request = _parse(request_type, raw)
+                if request is None:
+                    raise errors.InvalidArgument(
+                        f"malformed request: not a valid {request_type.DESCRIPTOR.full_name}"
+                    )
+                yield request
+
+        try:
+            return await impl(requests(), context)
         except Exception as exc:
             error = exc
         await _abort(context, error)
@@ -123,14 +170,13 @@ def _streaming(
     ) -> AsyncIterator[Message]:
         request = _parse(request_type, raw)
         if request is None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"malformed request: not a valid {request_type.DESCRIPTOR.full_name}",
-            )
+            await _malformed(context, request_type)
         try:
             async for response in impl(request, context):
                 yield response
             return
+        except asyncio.CancelledError:
+            raise  # the caller went away: nothing to answer, nothing to log
         except Exception as exc:
             error = exc
         await _abort(context, error)

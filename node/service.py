@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from node import frames, names
+from node.applier import Applier
+from node.config import NodeConfig
 from node.errors import (
     ConditionFailed,
     InvalidArgument,
@@ -20,12 +22,11 @@ from node.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from node.paths import Paths
 from node.shard import LIST_CHUNK_BYTES, scan
+from node.shards import ShardStore
 from proto import frame_pb2, kv_pb2
-from replication.replicator import Compacted
-
-if TYPE_CHECKING:
-    from node.server import Node
+from replication.replicator import Compacted, Replicator
 
 # One List stream holds a read snapshot at most this long (then it ends
 # RESOURCE_EXHAUSTED with the key to resume after).
@@ -35,9 +36,21 @@ MAX_SUBSCRIBE_STREAMS = 256
 
 
 class KVService:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.config = node.config
+    def __init__(
+        self,
+        config: NodeConfig,
+        paths: Paths,
+        store: ShardStore,
+        replicator: Replicator,
+        applier: Applier,
+        version: str,
+    ) -> None:
+        self.config = config
+        self.paths = paths
+        self.store = store
+        self.replicator = replicator
+        self.applier = applier
+        self.version = version
         self.limits = frames.Limits(self.config.max_value_bytes, self.config.max_request_bytes)
         self.list_max_seconds = LIST_MAX_SECONDS  # read at start: tests may change them
         self.max_subscribe_streams = MAX_SUBSCRIBE_STREAMS
@@ -75,7 +88,7 @@ class KVService:
         return frame
 
     async def _write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
-        result = await self.node.write(frames.gate(frame, self.limits))
+        result = await self.paths.write(frames.gate(frame, self.limits))
         if result.invalid:
             # Refused when applied (the gate let it through, the shard did not).
             raise InvalidArgument(f"the write was refused when applied: {result.invalid}")
@@ -89,8 +102,8 @@ class KVService:
         org = names.check_org(request.org)
         namespace = names.check_namespace(request.namespace)
         key = names.check_key(request.key)
-        await self.node.wait_readable(request.consistency)
-        with self.node.store.use(org, namespace, create=False) as shard:
+        await self.paths.wait_readable(request.consistency)
+        with self.store.use(org, namespace, create=False) as shard:
             found = shard.get(key) if shard is not None else None
         if found is None:
             return kv_pb2.GetResponse(found=False)
@@ -105,8 +118,8 @@ class KVService:
         LIST_MAX_SECONDS, then ends RESOURCE_EXHAUSTED naming where to resume."""
         org = names.check_org(request.org)
         namespace = names.check_namespace(request.namespace)
-        await self.node.wait_readable(request.consistency)
-        path = self.node.store.path(org, namespace)
+        await self.paths.wait_readable(request.consistency)
+        path = self.store.path(org, namespace)
         if not await asyncio.to_thread(path.exists):
             return
         chunk_bytes = min(LIST_CHUNK_BYTES, self.config.max_request_bytes // 2)
@@ -142,7 +155,7 @@ class KVService:
         self, request: kv_pb2.ListNamespacesRequest, context: Any
     ) -> kv_pb2.ListNamespacesResponse:
         org = names.check_org(request.org)
-        return kv_pb2.ListNamespacesResponse(namespaces=self.node.store.list_namespaces(org))
+        return kv_pb2.ListNamespacesResponse(namespaces=self.store.list_namespaces(org))
 
     async def Subscribe(
         self, request: kv_pb2.SubscribeRequest, context: Any
@@ -167,10 +180,10 @@ class KVService:
     ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
         # 0: from the next frame to commit (entries in the log but not yet committed
         # included: they have not been streamed to anyone yet).
-        start = request.from_index or self.node.replicator.status().commit_index + 1
-        applier = self.node.applier
+        start = request.from_index or self.replicator.status().commit_index + 1
+        applier = self.applier
         try:
-            async for index, frame in self.node.replicator.subscribe(start):
+            async for index, frame in self.replicator.subscribe(start):
                 if frame is None:
                     continue
                 await applier.wait_applied(index)
@@ -186,23 +199,27 @@ class KVService:
                 yield response
         except Compacted as exc:
             raise OutOfRange(str(exc)) from exc
-        if self.node.closing:
+        if self.paths.closing:
             raise Unavailable("node is shutting down; resume from the next index elsewhere")
 
     async def Status(self, request: kv_pb2.StatusRequest, context: Any) -> kv_pb2.StatusResponse:
-        status = self.node.replicator.status()
+        status = self.replicator.status()
         return kv_pb2.StatusResponse(
             node_id=self.config.node_id,
             replicator=status.kind,
             role=status.role,
             leader=status.leader,
-            applied_index=self.node.applier.applied_index,
-            open_shards=self.node.store.open_count,
+            applied_index=self.applier.applied_index,
+            open_shards=self.store.open_count,
             data_dir=str(self.config.data_dir),
-            version=self.node.version,
+            version=self.version,
             term=status.term,
             commit_index=status.commit_index,
             first_index=status.first_index,
             members=list(status.members),
-            leader_address=self.node.raft.leader_address if self.node.raft else self.node.advertise,
+            leader_address=(
+                self.paths.leadership.leader_address
+                if self.paths.leadership is not None
+                else self.paths.advertise
+            ),
         )

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from replication.durable import fsync_tree
 
 if TYPE_CHECKING:
-    from node.server import Node
+    from node.applier import Applier
+    from node.shards import ShardStore
 
 SHARDS_DIR = "shards"
 STAGING_SUFFIX = ".incoming"
@@ -43,18 +44,22 @@ def _stage(source: Path, staging: Path) -> None:
 
 
 class ShardSnapshots:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    """Built before the replicator, which needs it (and may finish an
+    interrupted install while it starts); the node attaches the applier once
+    it exists."""
+
+    def __init__(self, store: ShardStore) -> None:
+        self.store = store
+        self.applier: Applier | None = None
 
     async def create_snapshot(self, index: int, into: Path) -> None:
-        if self.node.applier.applied_index < index:
-            raise ValueError(
-                f"cannot snapshot at {index}: applied only up to {self.node.applier.applied_index}"
-            )
-        await asyncio.to_thread(self.node.store.copy_to, into / SHARDS_DIR)
+        applied = self.applier.applied_index if self.applier is not None else 0
+        if applied < index:
+            raise ValueError(f"cannot snapshot at {index}: applied only up to {applied}")
+        await asyncio.to_thread(self.store.copy_to, into / SHARDS_DIR)
 
     async def install_snapshot(self, index: int, source: Path) -> None:
-        store = self.node.store
+        store = self.store
         staging = store.root.with_name(store.root.name + STAGING_SUFFIX)
         # Copied before the applier stops: that can take long.
         await asyncio.to_thread(_stage, source / SHARDS_DIR, staging)
@@ -62,7 +67,7 @@ class ShardSnapshots:
         async def replace() -> None:
             await asyncio.to_thread(store.swap_in, staging)
 
-        applier = getattr(self.node, "applier", None)
+        applier = self.applier
         if applier is None:
             # At start, before the applier exists: nothing applies yet, and it
             # will start from the log's first index, S + 1.

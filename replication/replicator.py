@@ -7,9 +7,9 @@ compare-and-set is the applier's result, not a rejection (hashicorp/raft's split
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from proto import frame_pb2
 
@@ -98,3 +98,101 @@ class Replicator(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# -- optional capabilities ----------------------------------------------------
+#
+# What only some replicators can do is asked for, not type-checked: the node
+# tests `isinstance(replicator, Leadership)` (a structural check, like Go's
+# interface assertion in hashicorp/raft's WithPeers) and gets the capability or
+# runs without it. The no-op replicator has none of these; Raft has all.
+
+
+@runtime_checkable
+class Leadership(Protocol):
+    """Proposals go through a leader that may be another node."""
+
+    @property
+    def leader_address(self) -> str:
+        """Where the current leader serves ("" while none is known)."""
+        ...
+
+    async def leader_changed(self, within: float) -> None:
+        """Return when the leader changes, or after `within` seconds."""
+        ...
+
+    def leader_unreachable(self) -> bool:
+        """True when this node cannot send to the leader it knows (a partition
+        made on purpose): a forward would certainly not arrive."""
+        ...
+
+
+class MemberView(Protocol):
+    """One member as the replicator sees it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def learner(self) -> bool: ...
+    @property
+    def leader(self) -> bool: ...
+    @property
+    def match_index(self) -> int: ...
+
+
+@runtime_checkable
+class Membership(Protocol):
+    """The set of members can change (dissertation §4). Changes are made on the
+    leader: elsewhere they raise Rejected(NOT_LEADER, leader_hint=...)."""
+
+    def member_list(self) -> Sequence[MemberView]: ...
+
+    def remember_member(self, name: str, address: str) -> None:
+        """Learn a member's address (a node joining learns them from the answer)."""
+        ...
+
+    async def add_member(self, name: str, address: str, *, learner_only: bool = False) -> None: ...
+
+    async def remove_member(self, name: str) -> None: ...
+
+    async def transfer_leader(self, name: str) -> str:
+        """Hand leadership to `name` ("" = the best other voter); the new leader."""
+        ...
+
+
+@runtime_checkable
+class PeerEndpoint(Protocol):
+    """The replicator hears its peers through the node's gRPC server."""
+
+    def peer_servicer(self) -> PeerServicer:
+        """The implementation of the peer service's Send and SendSnapshot."""
+        ...
+
+
+class PeerServicer(Protocol):
+    async def Send(self, request_iterator: Any, context: Any) -> Any: ...
+    async def SendSnapshot(self, request_iterator: Any, context: Any) -> Any: ...
+
+    def close(self) -> None:
+        """End every incoming stream now (peers reconnect to someone alive)."""
+        ...
+
+
+@runtime_checkable
+class Partitioning(Protocol):
+    """Fault injection: drop traffic to or from chosen members, as a network
+    partition would (symmetric or not)."""
+
+    def partition(
+        self, drop_to: Sequence[str], drop_from: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """Replace the partition; return (dropping_to, dropping_from) by name."""
+        ...
+
+    def drops_from(self, name: str) -> bool:
+        """True when what `name` sends is dropped."""
+        ...

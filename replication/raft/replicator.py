@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,7 @@ from .snapshots import (
     seal,
     verify_dir,
 )
+from .transport import RaftServicer
 from .wal import DiskStorage
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ class RaftReplicator:
             on_fatal=self._driver_died,
         )
         self._closing = False
+        self._servicer: RaftServicer | None = None
         self.driver.start()
         self._promoter = asyncio.get_running_loop().create_task(
             self._promote_learners(), name="raft-promote-learners"
@@ -379,6 +381,37 @@ class RaftReplicator:
             ),
         )
 
+    async def leader_changed(self, within: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.driver.leader_changed.wait(), within)
+
+    def leader_unreachable(self) -> bool:
+        return bool(self.driver.leader) and self.driver.leader in self.driver.transport.blocked
+
+    # -- peers and fault injection (replication/replicator.py PeerEndpoint, Partitioning)
+
+    def peer_servicer(self) -> RaftServicer:
+        if self._servicer is None:
+            self._servicer = RaftServicer(
+                self.driver.deliver, incoming=self.incoming_dir, on_snapshot=self.receive_snapshot
+            )
+        return self._servicer
+
+    def partition(
+        self, drop_to: Sequence[str], drop_from: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        servicer = self.peer_servicer()
+        self.driver.transport.blocked = {member_id(n) for n in drop_to}
+        servicer.blocked_from = {member_id(n) for n in drop_from}
+        name = self.members.name
+        return (
+            sorted(name(n) for n in self.driver.transport.blocked),
+            sorted(name(n) for n in servicer.blocked_from),
+        )
+
+    def drops_from(self, name: str) -> bool:
+        return self._servicer is not None and member_id(name) in self._servicer.blocked_from
+
     @property
     def closed(self) -> bool:
         return self._closing
@@ -426,9 +459,13 @@ class RaftReplicator:
                 RejectReason.LEADERSHIP_LOST, "membership change not committed in time"
             ) from None
 
-    async def add_member(self, info: MemberInfo) -> None:
+    def remember_member(self, name: str, address: str) -> None:
+        self.members.add(MemberInfo(name, address))
+
+    async def add_member(self, name: str, address: str, *, learner_only: bool = False) -> None:
         """Add a node as a learner (§4.2.1: it catches up before it votes); the
         leader promotes it once caught up unless it is learner_only."""
+        info = MemberInfo(name, address, learner_only)
         nid = member_id(info.name)
         conf = self.driver.core.status().conf_state
         if nid in conf.members():

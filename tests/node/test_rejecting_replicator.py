@@ -74,7 +74,9 @@ def rejecting(tmp_path: Path) -> Iterator[tuple[InProcessNode, RejectingReplicat
         (RejectReason.SHUTTING_DOWN, grpc.StatusCode.UNAVAILABLE),
         (RejectReason.QUEUE_FULL, grpc.StatusCode.RESOURCE_EXHAUSTED),
         (RejectReason.TOO_LARGE, grpc.StatusCode.INVALID_ARGUMENT),
-        (RejectReason.STORAGE_FAILED, grpc.StatusCode.INTERNAL),
+        # Proposed, perhaps: the caller must retry with the same request_id.
+        (RejectReason.STORAGE_FAILED, grpc.StatusCode.UNAVAILABLE),
+        (RejectReason.LEADERSHIP_LOST, grpc.StatusCode.UNAVAILABLE),
     ],
 )
 def test_rejected_write_touches_no_shard(
@@ -95,6 +97,8 @@ def test_rejected_write_touches_no_shard(
             write()
         assert failure.value.code == code
         assert reason.value in failure.value.details
+        if reason in (RejectReason.STORAGE_FAILED, RejectReason.LEADERSHIP_LOST):
+            assert "outcome unknown: retry with the same request_id" in failure.value.details
     assert replicator.proposed >= 3
     assert not (tmp_path / "n1" / "shards").exists()
     assert c.status().applied_index == 0

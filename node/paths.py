@@ -1,0 +1,302 @@
+"""The write path and the read path, top to bottom.
+
+A write: the service builds and validates a Frame -> `write(frame)` proposes
+it here, or forwards it to the leader (`Forward`, node/peer_service.py) ->
+the replicator commits it -> the applier applies it -> its FrameResult comes
+back. A follower that forwarded waits until it applied the frame too, so a
+client reads its own writes from the node it wrote to.
+
+What a write's failure says is exact:
+- "not proposed" (Rejected with a certain reason, InvalidArgument, a
+  ForwardRejection other than OUTCOME_UNKNOWN, a Forward call that never left
+  this node): nothing was written; with NOT_LEADER the write looks for the
+  leader again, within `leader_wait`.
+- "outcome unknown" (OutcomeUnknown, UNAVAILABLE): it may be in the log. It
+  is never proposed again here; the caller retries with the same request_id,
+  which applies it at most once.
+
+A read: `wait_readable(consistency)` -- ReadIndex for LINEARIZABLE (dissertation
+§6.4), nothing for SERIALIZABLE -- then the service reads the shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import grpc
+
+from node.config import NodeConfig
+from node.errors import InvalidArgument, OutcomeUnknown, StorageError, Unavailable
+from node.lifecycle import Lifecycle
+from node.peers import PeerChannels
+from proto import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
+from replication.replicator import Leadership, Rejected, RejectReason, Replicator
+
+log = logging.getLogger(__name__)
+
+FORWARDED_BY = "shardlite-forwarded-by"
+# A forward waits at most this long for its channel to the leader to connect;
+# a channel that never connected sent nothing, so the write can go elsewhere.
+CONNECT_WAIT = 1.0
+
+# Rejections that say for certain the frame was not proposed (replicator.py).
+_NOT_PROPOSED = {
+    RejectReason.NOT_LEADER,
+    RejectReason.SHUTTING_DOWN,
+    RejectReason.QUEUE_FULL,
+    RejectReason.TOO_LARGE,
+    RejectReason.INVALID,
+    RejectReason.TRANSFER_IN_PROGRESS,
+    RejectReason.CONFLICT,
+}
+# A leader's answer that sends the follower looking for the leader again.
+_LOOK_AGAIN = {
+    raft_pb2.ForwardRejection.NOT_LEADER,
+    raft_pb2.ForwardRejection.SHUTTING_DOWN,
+    raft_pb2.ForwardRejection.TRANSFER_IN_PROGRESS,
+}
+
+
+class Applying(Protocol):
+    """What the paths need of the applier (node/applier.py)."""
+
+    def register(self, trace_id: bytes) -> asyncio.Future[frame_pb2.FrameResult]: ...
+    def unregister(self, trace_id: bytes) -> None: ...
+    async def wait_applied(self, index: int) -> None: ...
+
+
+class Paths:
+    def __init__(
+        self,
+        config: NodeConfig,
+        replicator: Replicator,
+        applier: Applying,
+        lifecycle: Lifecycle,
+        channels: PeerChannels,
+    ) -> None:
+        self.config = config
+        self.replicator = replicator
+        self.applier = applier
+        self.lifecycle = lifecycle
+        self.channels = channels
+        self.leadership = replicator if isinstance(replicator, Leadership) else None
+        self.advertise = config.advertise or config.listen
+
+    @property
+    def closing(self) -> bool:
+        return self.lifecycle.closing or self.lifecycle.fatal is not None
+
+    # -- writes ---------------------------------------------------------------
+
+    async def write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
+        """Commit `frame` (here if this node leads, else through the leader), wait
+        until it is applied on this node, and return what applying said.
+
+        During an election the write waits up to leader_wait for a leader."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.leader_wait
+        while True:
+            try:
+                return await self.propose_here(frame)
+            except Rejected as rejected:
+                if rejected.reason is not RejectReason.NOT_LEADER or self.leadership is None:
+                    raise
+                hint = rejected.leader_hint
+            if hint and hint != self.advertise:
+                result = await self._forward(hint, frame, deadline - loop.time())
+                if result is not None:
+                    return await self._applied_here(result, deadline)
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    f"no leader within {self.config.leader_wait}s (election in progress?); "
+                    "retry shortly",
+                    leader_hint=hint,
+                )
+            await self._leader_settles(deadline)
+
+    async def propose_here(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
+        """Propose on this node's replicator and wait for the result of applying.
+
+        Raises Rejected (certainly not proposed: NOT_LEADER and the like),
+        Unavailable before proposing, or OutcomeUnknown once it may be in the log."""
+        self.lifecycle.check()
+        waiter = self.applier.register(frame.trace_id)
+        try:
+            with self.lifecycle.writing():
+                try:
+                    await self.lifecycle.guard(self.replicator.propose(frame), outcome_unknown=True)
+                except Rejected as rejected:
+                    if rejected.reason in _NOT_PROPOSED:
+                        raise
+                    raise OutcomeUnknown(str(rejected)) from None
+                try:
+                    return await self.lifecycle.guard(waiter, outcome_unknown=True)
+                except (StorageError, Unavailable) as exc:
+                    # Committed; this node cannot say what applying it said.
+                    raise OutcomeUnknown(f"committed, but {exc}") from None
+        finally:
+            self.applier.unregister(frame.trace_id)
+
+    async def run_forwarded(self, frame: frame_pb2.Frame) -> raft_pb2.ForwardResponse:
+        """The leader's side of Forward: propose a follower's write here and
+        answer with its result, or with why it was not run (a structured
+        rejection: only OUTCOME_UNKNOWN leaves open whether it was proposed).
+        Only the leader proposes: a node that does not lead says so, no chains."""
+        try:
+            result = await self.propose_here(frame)
+        except InvalidArgument as exc:
+            return _rejection(raft_pb2.ForwardRejection.INVALID, str(exc))
+        except Rejected as rejected:
+            reason = _FORWARD_REASON.get(rejected.reason, raft_pb2.ForwardRejection.OUTCOME_UNKNOWN)
+            return _rejection(reason, str(rejected), rejected.leader_hint)
+        except OutcomeUnknown as exc:
+            return _rejection(raft_pb2.ForwardRejection.OUTCOME_UNKNOWN, str(exc))
+        except Unavailable as exc:  # refused before proposing: closing or failed
+            return _rejection(raft_pb2.ForwardRejection.SHUTTING_DOWN, str(exc), exc.leader_hint)
+        except Exception as exc:
+            log.exception("forwarded write failed")
+            return _rejection(
+                raft_pb2.ForwardRejection.OUTCOME_UNKNOWN, f"{type(exc).__name__}: {exc}"
+            )
+        return raft_pb2.ForwardResponse(result=result)
+
+    async def _applied_here(
+        self, result: frame_pb2.FrameResult, deadline: float
+    ) -> frame_pb2.FrameResult:
+        """A forwarded write committed: answer once this node applied it too
+        (read-your-writes on the node the client wrote to)."""
+        loop = asyncio.get_running_loop()
+        wait = max(deadline - loop.time(), self.config.propose_timeout)
+        try:
+            await self.lifecycle.guard(
+                asyncio.wait_for(self.applier.wait_applied(result.index), wait)
+            )
+        except (TimeoutError, StorageError, Unavailable) as exc:
+            reason = "not in time" if isinstance(exc, TimeoutError) else str(exc)
+            # It committed: a retry with the same request_id returns its result.
+            raise Unavailable(
+                f"the write committed at index {result.index}, but this node has not "
+                f"applied it ({reason}): retry with the same request_id for its result"
+            ) from None
+        return result
+
+    async def _forward(
+        self, address: str, frame: frame_pb2.Frame, budget: float
+    ) -> frame_pb2.FrameResult | None:
+        """Run the write on the leader at `address`. None: it certainly was not
+        proposed there (look for the leader again); raises when it failed or
+        its outcome is unknown."""
+        if self.leadership is not None and self.leadership.leader_unreachable():
+            return None  # partitioned from the leader (fault injection): nothing sent
+        channel = self.channels.get(address)
+        if not await _connected(channel, min(CONNECT_WAIT, max(budget, 0.05))):
+            return None  # never connected: nothing was sent
+        stub = raft_pb2_grpc.RaftStub(channel)
+        try:
+            reply = await stub.Forward(
+                raft_pb2.ForwardRequest(frame=frame),
+                timeout=max(budget, 1.0),
+                metadata=((FORWARDED_BY, self.config.node_id),),
+            )
+        except grpc.aio.AioRpcError as exc:
+            # The request may have reached the leader, whatever the status.
+            raise OutcomeUnknown(
+                f"forwarding to the leader at {address} failed ({exc.code().name}: {exc.details()})"
+            ) from None
+        if reply.WhichOneof("outcome") == "result":
+            result: frame_pb2.FrameResult = reply.result
+            return result
+        if reply.WhichOneof("outcome") != "rejection":
+            raise OutcomeUnknown(f"the leader at {address} answered neither result nor rejection")
+        self._raise_unless_look_again(address, reply.rejection)
+        return None
+
+    def _raise_unless_look_again(self, address: str, rejection: raft_pb2.ForwardRejection) -> None:
+        """Return when the follower should look for the leader again (the frame
+        certainly was not proposed); raise what the rejection means otherwise."""
+        reason = rejection.reason
+        if reason in _LOOK_AGAIN:
+            log.debug("leader %s: %s", address, rejection.detail)
+            return
+        if reason == raft_pb2.ForwardRejection.INVALID:
+            raise InvalidArgument(rejection.detail)
+        if reason == raft_pb2.ForwardRejection.QUEUE_FULL:
+            raise Rejected(RejectReason.QUEUE_FULL, rejection.detail, rejection.leader_hint)
+        raise OutcomeUnknown(f"the leader at {address}: {rejection.detail}")
+
+    async def _leader_settles(self, deadline: float) -> None:
+        """Wait for the leader to change, at most until `deadline` and at most a
+        quarter second (then the caller looks again)."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if self.leadership is None or remaining <= 0:
+            await asyncio.sleep(min(max(remaining, 0), 0.05))
+            return
+        await self.lifecycle.guard(self.leadership.leader_changed(min(remaining, 0.25)))
+
+    # -- reads ----------------------------------------------------------------
+
+    async def wait_readable(self, consistency: int) -> None:
+        """LINEARIZABLE: wait until this node applied everything committed before
+        the read began (ReadIndex, dissertation §6.4). SERIALIZABLE: no wait."""
+        if consistency not in kv_pb2.Consistency.values():
+            raise InvalidArgument(
+                f"unknown consistency {consistency}: use LINEARIZABLE (0) or SERIALIZABLE (1)"
+            )
+        self.lifecycle.check()
+        if consistency != kv_pb2.LINEARIZABLE or self.config.unsafe_stale_reads:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.leader_wait
+        while True:
+            self.lifecycle.check()
+            try:
+                index = await self.lifecycle.guard(self.replicator.read_barrier())
+                break
+            except Rejected as rejected:
+                if rejected.reason is not RejectReason.NOT_LEADER or loop.time() >= deadline:
+                    raise Unavailable(
+                        f"cannot confirm a linearizable read: {rejected}; retry, or read "
+                        "with SERIALIZABLE consistency",
+                        leader_hint=rejected.leader_hint,
+                    ) from None
+            await self._leader_settles(deadline)
+        await self.lifecycle.guard(self.applier.wait_applied(index))
+
+
+_FORWARD_REASON = {
+    RejectReason.NOT_LEADER: raft_pb2.ForwardRejection.NOT_LEADER,
+    RejectReason.SHUTTING_DOWN: raft_pb2.ForwardRejection.SHUTTING_DOWN,
+    RejectReason.QUEUE_FULL: raft_pb2.ForwardRejection.QUEUE_FULL,
+    RejectReason.TOO_LARGE: raft_pb2.ForwardRejection.INVALID,
+    RejectReason.INVALID: raft_pb2.ForwardRejection.INVALID,
+    RejectReason.TRANSFER_IN_PROGRESS: raft_pb2.ForwardRejection.TRANSFER_IN_PROGRESS,
+    # CONFLICT (a membership change pending) never answers a frame's proposal;
+    # the wire has no reason for it, so it would travel as OUTCOME_UNKNOWN.
+}
+
+
+def _rejection(
+    reason: raft_pb2.ForwardRejection.Reason.ValueType, detail: str, leader_hint: str = ""
+) -> raft_pb2.ForwardResponse:
+    return raft_pb2.ForwardResponse(
+        rejection=raft_pb2.ForwardRejection(reason=reason, detail=detail, leader_hint=leader_hint)
+    )
+
+
+async def _connected(channel: grpc.aio.Channel, within: float) -> bool:
+    """Whether the channel is connected (trying for at most `within` seconds)."""
+    state = channel.get_state(try_to_connect=True)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while state is not grpc.ChannelConnectivity.READY:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+        except TimeoutError:
+            return False
+        state = channel.get_state(try_to_connect=True)
+    return True
