@@ -27,6 +27,7 @@ from typing import Protocol
 
 import grpc
 
+from node import frames
 from node.config import NodeConfig
 from node.errors import InvalidArgument, OutcomeUnknown, StorageError, Unavailable
 from node.lifecycle import Lifecycle
@@ -83,6 +84,7 @@ class Paths:
         self.channels = channels
         self.leadership = replicator if isinstance(replicator, Leadership) else None
         self.advertise = config.advertise or config.listen
+        self.limits = frames.Limits(config.max_value_bytes, config.max_request_bytes)
 
     @property
     def closing(self) -> bool:
@@ -145,7 +147,7 @@ class Paths:
         rejection: only OUTCOME_UNKNOWN leaves open whether it was proposed).
         Only the leader proposes: a node that does not lead says so, no chains."""
         try:
-            result = await self.propose_here(frame)
+            result = await self.propose_here(frames.gate(frame, self.limits))
         except InvalidArgument as exc:
             return _rejection(raft_pb2.ForwardRejection.INVALID, str(exc))
         except Rejected as rejected:

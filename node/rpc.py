@@ -164,21 +164,50 @@ def _client_streaming(
 
 def _streaming(
     impl: Callable[[Any, Any], AsyncIterator[Message]], request_type: type[Message]
-) -> Callable[[bytes, Any], AsyncIterator[Message]]:
-    async def handle(
-        raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Message]:
+) -> Callable[[bytes, Any], Awaitable[None]]:
+    """A server stream written with context.write, not handed to grpc as an
+    async generator: grpc logs an ERROR traceback (ExecuteBatchError) for every
+    message a generator yields after the caller cancelled or its deadline
+    passed. Here such a write ends the stream quietly."""
+
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         request = _parse(request_type, raw)
         if request is None:
             await _malformed(context, request_type)
+        responses = impl(request, context)
         try:
-            async for response in impl(request, context):
-                yield response
+            async for response in responses:
+                if _caller_gone(context):
+                    return  # nothing to answer, nothing to log
+                try:
+                    await context.write(response)
+                except Exception as exc:
+                    # A send fails only once the call is over (cancelled, its
+                    # deadline passed, the connection dropped), sometimes before
+                    # the server side has noticed: nobody is left to answer.
+                    log.debug("stream ended by the caller: %s", exc)
+                    return
             return
         except asyncio.CancelledError:
-            raise  # the caller went away: nothing to answer, nothing to log
+            raise
         except Exception as exc:
             error = exc
+        finally:
+            await _close(responses)
         await _abort(context, error)
 
     return handle
+
+
+def _caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+    """The caller cancelled, or its deadline passed: the stream is over."""
+    if context.done() or context.cancelled():
+        return True
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+async def _close(responses: AsyncIterator[Message]) -> None:
+    aclose = getattr(responses, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -52,7 +52,10 @@ ReplicatorFactory = Callable[[NodeConfig], Replicator]
 
 
 def build_replicator(
-    config: NodeConfig, state_machine: StateMachine, restored_index: int
+    config: NodeConfig,
+    state_machine: StateMachine,
+    restored_index: int,
+    on_fatal: Callable[[BaseException], None] | None = None,
 ) -> Replicator:
     """Raft when the node has peers; the no-op replicator when it is alone."""
     if config.clustered:
@@ -74,6 +77,7 @@ def build_replicator(
                 restore_dir=config.restore,
             ),
             state_machine,
+            on_fatal=on_fatal,
         )
     return NoopReplicator(
         config.node_id,
@@ -82,6 +86,7 @@ def build_replicator(
         retain=config.log_retain,
         max_frame_bytes=config.max_request_bytes,
         first_index=restored_index + 1,
+        on_fatal=on_fatal,
     )
 
 
@@ -149,7 +154,7 @@ class Node:
         snapshots = ShardSnapshots(self.store)
         if self._replicator_factory is None:
             check_data_dir_kind(config)
-            replicator = build_replicator(config, snapshots, restored)
+            replicator = build_replicator(config, snapshots, restored, self.fail_stop)
         else:
             replicator = self._replicator_factory(config)
         self.replicator = replicator
@@ -164,7 +169,13 @@ class Node:
                 f"{replicator.status().last_index}; this data directory belongs to "
                 "another setup (single node vs cluster?)"
             )
-        applier = Applier(self.store, replicator, config.data_dir, config.request_retention)
+        applier = Applier(
+            self.store,
+            replicator,
+            config.data_dir,
+            config.request_retention,
+            on_fatal=self.fail_stop,
+        )
         self.applier = snapshots.applier = applier
         applier.start()
         # Replay what the log has beyond the shards before serving anything.
