@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from node.errors import StorageError, Unavailable
+from node.errors import InvalidArgument, StorageError, Unavailable
 from node.frames import MAX_PROBLEM_CHARS, content_problem
 from node.shard import is_machine_fault
 from node.shards import ShardPathError, ShardStore
@@ -106,6 +106,12 @@ class Applier:
         once the applier has stopped: nothing would ever wake it."""
         if self._failed is not None:
             raise self._stopped_error()
+        # The key must be this proposal's alone, or a waiter is never woken (an
+        # empty one is never looked up) or is woken by another's result.
+        if not trace_id:
+            raise InvalidArgument("frame has no trace_id: nothing could report its result")
+        if trace_id in self._waiters:
+            raise InvalidArgument("a write with the same trace_id is already in flight")
         future: asyncio.Future[frame_pb2.FrameResult] = asyncio.get_running_loop().create_future()
         self._waiters[trace_id] = future
         return future

@@ -13,6 +13,7 @@ gate (an older node, a forged peer) is refused identically on every replica.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from node import names
@@ -23,6 +24,7 @@ MAX_OPS = 10_000
 MAX_CONDITIONS = 1_000
 MAX_CLIENT_ID_CHARS = 128
 MAX_TRACE_ID_BYTES = 64
+TRACE_ID_BYTES = 16
 # An invalid frame's reason is streamed back with it; keep it short.
 MAX_PROBLEM_CHARS = 512
 # What Subscribe adds around a frame, beyond its per-op results: the index, the
@@ -120,8 +122,12 @@ def _check_key(where: str, key: str) -> None:
 
 
 def _canonical(frame: frame_pb2.Frame) -> frame_pb2.Frame:
-    """A fresh Frame holding only the fields this node knows."""
-    canonical = frame_pb2.Frame(org=frame.org, namespace=frame.namespace, trace_id=frame.trace_id)
+    """A fresh Frame holding only the fields this node knows, and its own trace_id."""
+    # A fresh trace_id: it is the proposing node's waiter key, so it is never
+    # taken from a request (an empty or reused one would leave a waiter hanging).
+    canonical = frame_pb2.Frame(
+        org=frame.org, namespace=frame.namespace, trace_id=os.urandom(TRACE_ID_BYTES)
+    )
     for op in frame.ops:
         if op.HasField("put"):
             canonical.ops.add(put=frame_pb2.PutOp(key=op.put.key, value=op.put.value))

@@ -13,7 +13,7 @@ import pytest
 
 from node import applier as applier_module
 from node.applier import Applier, read_applied_marker
-from node.errors import Unavailable
+from node.errors import InvalidArgument, Unavailable
 from node.shard import Shard, is_machine_fault
 from node.shards import ShardPathError, ShardStore
 from proto import frame_pb2
@@ -150,6 +150,24 @@ def test_shard_paths_never_leave_the_shards_directory(
     store = ShardStore(tmp_path)
     with pytest.raises(ShardPathError):
         store.path(org, namespace)
+
+
+def test_a_waiter_needs_a_trace_id_of_its_own(tmp_path: Path) -> None:
+    """An empty trace_id is never looked up, a reused one is another write's:
+    either would leave a waiter hanging, so both are refused before proposing."""
+
+    async def run() -> None:
+        pipeline = _Pipeline(tmp_path / "data")
+        try:
+            with pytest.raises(InvalidArgument, match="no trace_id"):
+                pipeline.applier.register(b"")
+            pipeline.applier.register(b"t")
+            with pytest.raises(InvalidArgument, match="already in flight"):
+                pipeline.applier.register(b"t")
+        finally:
+            await pipeline.close()
+
+    asyncio.run(run())
 
 
 # -- machine faults: fail-stop

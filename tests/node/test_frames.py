@@ -43,7 +43,19 @@ def test_names_that_would_leave_the_data_dir_are_refused(
 def test_a_valid_frame_has_no_problem() -> None:
     frame = _frame()
     assert frames.content_problem(frame) is None
-    assert frames.gate(frame, LIMITS) == frame
+    canonical = frames.gate(frame, LIMITS)
+    assert len(canonical.trace_id) == frames.TRACE_ID_BYTES
+    canonical.trace_id = frame.trace_id
+    assert canonical == frame
+
+
+def test_the_gate_issues_its_own_trace_id() -> None:
+    """The trace_id keys the proposer's waiter: one from a request (empty, or
+    another write's) would leave a waiter hanging or wake the wrong one."""
+    forged = _frame(trace_id=b"")
+    first, second = frames.gate(forged, LIMITS), frames.gate(forged, LIMITS)
+    assert first.trace_id
+    assert first.trace_id != second.trace_id
 
 
 def test_every_op_and_condition_is_checked_with_its_position() -> None:
