@@ -34,6 +34,7 @@ from proto import kv_pb2, raft_pb2, raft_pb2_grpc
 from replication.noop import NoopReplicator
 from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.raft.snapshots import StateMachine
+from replication.raft.transport import SERVER_GRPC_OPTIONS as PEER_SERVER_GRPC_OPTIONS
 from replication.replicator import Membership, Partitioning, PeerEndpoint, Replicator
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,7 @@ class Node:
                 ("grpc.max_receive_message_length", config.max_request_bytes),
                 ("grpc.max_send_message_length", config.max_request_bytes),
                 ("grpc.so_reuseport", 0),
+                *PEER_SERVER_GRPC_OPTIONS,  # accept the peers' keepalive pings
             ]
         )
         kv = KVService(config, paths, self.store, replicator, applier, self.version)

@@ -27,19 +27,47 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000
 MAX_BACKOFF = 1.0
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", 256 << 20),
-    ("grpc.max_receive_message_length", 256 << 20),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    # gRPC's own reconnect backoff grows to 2 minutes by default: a peer that
-    # was down for a while would then wait that long to hear from its leader.
-    # Capped at 250 ms, a restarted follower hears from its leader about 0.1 s
-    # after it serves, against about 0.6 s at 1 s (docs/performance.md).
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 250),
-]
+KEEPALIVE_MS = 10_000
+
+
+def channel_options(keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, int]]:
+    """A peer channel's options. It pings every `keepalive_ms` without
+    traffic, with or without calls in flight (an idle Forward channel still
+    notices a dead peer), and the server side must allow exactly that:
+    server_options(keepalive_ms). A server that allows fewer pings answers
+    GOAWAY too_many_pings and the channel drops (issue 11 item 9)."""
+    return [
+        ("grpc.max_send_message_length", 256 << 20),
+        ("grpc.max_receive_message_length", 256 << 20),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms // 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),  # no cap: keepalive is the point
+        # gRPC's own reconnect backoff grows to 2 minutes by default: a peer that
+        # was down for a while would then wait that long to hear from its leader.
+        # Capped at 250 ms, a restarted follower hears from its leader about 0.1 s
+        # after it serves, against about 0.6 s at 1 s (docs/performance.md).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 250),
+    ]
+
+
+def server_options(keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, int]]:
+    """What a node's gRPC server needs to accept its peers' keepalive pings
+    (channel_options with the same `keepalive_ms`): pings without calls, as
+    often as every half period (gRPC's default allows one per 5 minutes and
+    strikes the rest); it pings idle clients on the same period too."""
+    return [
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms // 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_ms // 2),
+    ]
+
+
+GRPC_OPTIONS = channel_options()
+SERVER_GRPC_OPTIONS = server_options()
 
 
 class _Peer:
