@@ -5,7 +5,10 @@
     shardlite get greeting
 
 Every flag can also come from an environment variable: --max-value-bytes is
-SHARDLITE_MAX_VALUE_BYTES, --endpoint is SHARDLITE_ENDPOINT, and so on.
+SHARDLITE_MAX_VALUE_BYTES, --endpoint is SHARDLITE_ENDPOINT, and so on --
+except the test-only modes (--unsafe-stale-reads, --fault-injection): they
+are turned on by their flag only, never by the environment, and the node
+warns about them on every start.
 """
 
 from __future__ import annotations
@@ -29,15 +32,26 @@ from proto import kv_pb2
 from replication.raft.members import parse_peers
 
 DEFAULT_ENDPOINT = "127.0.0.1:7001"
+# Modes that break the node's guarantees on purpose, for tests: a variable left
+# in an environment (a container, a shell profile) must never turn them on.
+TEST_ONLY_FLAGS = frozenset({"--unsafe-stale-reads", "--fault-injection"})
+
+
+def env_var(flag: str) -> str:
+    return "SHARDLITE_" + flag.lstrip("-").upper().replace("-", "_")
 
 
 class _EnvDefaults(argparse.ArgumentParser):
-    """An ArgumentParser whose options default to SHARDLITE_<OPTION> variables."""
+    """An ArgumentParser whose options default to SHARDLITE_<OPTION> variables
+    (test-only flags excepted)."""
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
         if action.option_strings and action.dest != "help":
-            var = "SHARDLITE_" + action.option_strings[-1].lstrip("-").upper().replace("-", "_")
+            var = env_var(action.option_strings[-1])
+            if action.option_strings[-1] in TEST_ONLY_FLAGS:
+                action.help = (action.help or "") + " [flag only: never from the environment]"
+                return action
             if var in os.environ:
                 raw = os.environ[var]
                 if isinstance(action, argparse._StoreTrueAction):
@@ -185,11 +199,21 @@ def _run_node(args: argparse.Namespace) -> int:
         snapshot_catchup_entries=args.snapshot_catchup_entries,
     )
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
+    for flag in sorted(TEST_ONLY_FLAGS):
+        if env_var(flag) in os.environ:
+            logging.getLogger("node.cli").warning(
+                "%s is set but ignored: %s is a test-only mode, turned on by its flag only",
+                env_var(flag),
+                flag,
+            )
     from node.backup import RestoreError
-    from node.server import DataDirMismatch, serve
+    from node.server import DataDirMismatch, FatalError, serve
 
     try:
         asyncio.run(serve(config))
+    except FatalError as exc:
+        print(f"error: the node stopped after a fatal fault: {exc}", file=sys.stderr)
+        return 1
     except RestoreError as exc:
         print(f"error: cannot restore: {exc}", file=sys.stderr)
         return 2

@@ -32,10 +32,14 @@ class Lifecycle:
 
     def check(self) -> None:
         """Raise Unavailable unless the node takes new requests."""
-        if self.fatal is not None:
-            raise Unavailable(f"node stopped after a fatal fault ({self.fatal}); {RETRY_ELSEWHERE}")
+        self.check_fatal()
         if self.closing:
             raise Unavailable("node is shutting down")
+
+    def check_fatal(self) -> None:
+        """Raise Unavailable if the node stopped after a fatal fault."""
+        if self.fatal is not None:
+            raise Unavailable(f"node stopped after a fatal fault ({self.fatal}); {RETRY_ELSEWHERE}")
 
     def fail(self, reason: str) -> bool:
         """Enter fail-stop; False if it already was."""

@@ -45,7 +45,8 @@ _REJECTED: dict[RejectReason, grpc.StatusCode] = {
     RejectReason.QUEUE_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
     RejectReason.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
     RejectReason.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    RejectReason.STORAGE_FAILED: grpc.StatusCode.INTERNAL,
+    # The node's disk failed: it fail-stops; another node can serve.
+    RejectReason.STORAGE_FAILED: grpc.StatusCode.UNAVAILABLE,
     RejectReason.CONFLICT: grpc.StatusCode.ABORTED,
 }
 
@@ -79,11 +80,19 @@ def _parse(message_type: type[Message], raw: bytes) -> Message | None:
         return None
 
 
+Admit = Callable[[], None]
+
+
+def _admit_all() -> None:
+    pass
+
+
 def generic_handler(
-    service: ServiceDescriptor, servicer: object
+    service: ServiceDescriptor, servicer: object, admit: Admit = _admit_all
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every method of `service`, implemented by the
-    servicer's method of the same name."""
+    servicer's method of the same name. `admit` runs before each request and
+    may raise (a node that fail-stopped refuses everything at once)."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_type = _message_class(method.input_type)
@@ -91,17 +100,17 @@ def generic_handler(
         impl = getattr(servicer, method.name)
         if method.client_streaming and not method.server_streaming:
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(
-                _client_streaming(impl, request_type), response_serializer=serialize
+                _client_streaming(impl, request_type, admit), response_serializer=serialize
             )
         elif method.client_streaming:
             raise NotImplementedError(f"{method.full_name}: bidirectional streams")
         elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _streaming(impl, request_type), response_serializer=serialize
+                _streaming(impl, request_type, admit), response_serializer=serialize
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(impl, request_type), response_serializer=serialize
+                _unary(impl, request_type, admit), response_serializer=serialize
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
@@ -121,13 +130,14 @@ async def _malformed(
 
 
 def _unary(
-    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message]
+    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message], admit: Admit
 ) -> Callable[[bytes, Any], Awaitable[Message | None]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message | None:
         request = _parse(request_type, raw)
         if request is None:
             await _malformed(context, request_type)
         try:
+            admit()
             return await impl(request, context)
         except Exception as exc:
             error = exc
@@ -138,7 +148,7 @@ def _unary(
 
 
 def _client_streaming(
-    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message]
+    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message], admit: Admit
 ) -> Callable[[AsyncIterator[bytes], Any], Awaitable[Message | None]]:
     async def handle(
         raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
@@ -153,6 +163,7 @@ def _client_streaming(
                 yield request
 
         try:
+            admit()
             return await impl(requests(), context)
         except Exception as exc:
             error = exc
@@ -163,7 +174,7 @@ def _client_streaming(
 
 
 def _streaming(
-    impl: Callable[[Any, Any], AsyncIterator[Message]], request_type: type[Message]
+    impl: Callable[[Any, Any], AsyncIterator[Message]], request_type: type[Message], admit: Admit
 ) -> Callable[[bytes, Any], Awaitable[None]]:
     """A server stream written with context.write, not handed to grpc as an
     async generator: grpc logs an ERROR traceback (ExecuteBatchError) for every
@@ -174,6 +185,11 @@ def _streaming(
         request = _parse(request_type, raw)
         if request is None:
             await _malformed(context, request_type)
+        try:
+            admit()
+        except Exception as exc:
+            await _abort(context, exc)
+            return
         responses = impl(request, context)
         try:
             async for response in responses:

@@ -159,6 +159,7 @@ class Node:
         else:
             replicator = self._replicator_factory(config)
         self.replicator = replicator
+        self._warn_test_only_modes()
         marker = read_applied_marker(config.data_dir)
         if marker > replicator.status().last_index:
             # New frames would get indices the shards already count as applied
@@ -210,6 +211,15 @@ class Node:
             tmp.replace(config.ready_file)
         return self.port
 
+    def _warn_test_only_modes(self) -> None:
+        if self.config.unsafe_stale_reads:
+            log.warning(
+                "UNSAFE: --unsafe-stale-reads: LINEARIZABLE reads are served from local "
+                "state and may be stale (a chaos-checker self-test); never do this in production"
+            )
+        if self.config.fault_injection:
+            log.warning("fault injection is enabled: never do this in production")
+
     def _server(self, paths: Paths, replicator: Replicator, applier: Applier) -> grpc.aio.Server:
         """The gRPC server with every service this node offers, each through
         node/rpc.py's error boundary and each given only what it uses."""
@@ -237,9 +247,17 @@ class Node:
             services.append((RAFT_SERVICE, self.peer_service))
         if config.fault_injection and partitioning is not None:
             services.append((FAULTS_SERVICE, FaultService(partitioning)))
-            log.warning("fault injection is enabled: never do this in production")
+        # Once fail-stopped, every client request answers UNAVAILABLE with the
+        # reason. The peer service stays open: its Forward answers a structured
+        # rejection, and the replicator drops peer messages itself.
+        admit = self.lifecycle.check_fatal
         server.add_generic_rpc_handlers(
-            tuple(rpc.generic_handler(service, servicer) for service, servicer in services)
+            tuple(
+                rpc.generic_handler(service, servicer)
+                if service is RAFT_SERVICE
+                else rpc.generic_handler(service, servicer, admit)
+                for service, servicer in services
+            )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from node.client import Client, ClientError
+from node.cli import TEST_ONLY_FLAGS
 from scripts.chaos import Backend
 from scripts.cluster import wait_until
 from tests.docker.dockerlib import SERVICES, ComposeCluster, container_logs, docker, inspect
@@ -45,14 +46,17 @@ NODE_ENV = {
 
 
 def flags_to_env(args: Sequence[str]) -> dict[str, str]:
-    """`--raft-tick-ms 50 --unsafe-stale-reads` -> SHARDLITE_RAFT_TICK_MS=50,
-    SHARDLITE_UNSAFE_STALE_READS=1 (every node flag is also a variable)."""
+    """`--raft-tick-ms 50 --leader-wait 2` -> SHARDLITE_RAFT_TICK_MS=50,
+    SHARDLITE_LEADER_WAIT=2 (every node flag but the test-only ones is also a
+    variable)."""
     env: dict[str, str] = {}
     i = 0
     while i < len(args):
         flag = args[i]
         if not flag.startswith("--"):
             raise ValueError(f"node_args: expected a --flag, got {flag!r}")
+        if flag.split("=", 1)[0] in TEST_ONLY_FLAGS:
+            raise ValueError(f"node_args: {flag} is a test-only mode: a flag, never a variable")
         var = "SHARDLITE_" + flag[2:].upper().replace("-", "_")
         if "=" in var:
             var, value = var.split("=", 1)

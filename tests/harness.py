@@ -24,9 +24,12 @@ __all__ = ["InProcessNode", "LocalCluster", "NodeProcess", "free_ports", "wait_u
 
 class InProcessNode:
     """A Node on its own event loop in a background thread, so a test can give
-    it any replicator; clients reach it over real gRPC."""
+    it any replicator (None: the one it would build itself) and reach inside;
+    clients reach it over real gRPC."""
 
-    def __init__(self, config: NodeConfig, replicator_factory: ReplicatorFactory) -> None:
+    def __init__(
+        self, config: NodeConfig, replicator_factory: ReplicatorFactory | None = None
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
