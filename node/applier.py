@@ -237,8 +237,9 @@ class Applier:
         try:
             with self.store.use(frame.org, frame.namespace, create=False) as shard:
                 result = shard.outcome(index) if shard is not None else None
-        except ShardPathError:
-            result = None
+        except ShardPathError as exc:
+            # What the applier recorded when it refused the frame for this.
+            return kv_pb2.INVALID, _invalid(index, f"cannot apply: {exc}")
         if result is None:
             return kv_pb2.OUTCOME_UNKNOWN, frame_pb2.FrameResult(index=index)
         if result.invalid:

@@ -24,7 +24,7 @@ from collections.abc import Generator
 from pathlib import Path
 
 from node.frames import MAX_PROBLEM_CHARS
-from node.migrations import migrate
+from node.migrations import SchemaTooNew, migrate
 from proto import frame_pb2
 
 LIST_CHUNK = 256
@@ -34,25 +34,12 @@ LIST_CHUNK_BYTES = 4 << 20
 # A KeyValue's framing beyond its key and value (tags, lengths, the version).
 ROW_OVERHEAD_BYTES = 32
 
-# Errors of the machine, not of a frame's content: the applier must stop
-# (fail-stop) rather than record them as a frame's outcome, since another
-# replica, on a healthy disk, applies the frame.
-MACHINE_ERRNOS = frozenset(
-    {
-        errno.EIO,
-        errno.ENOSPC,
-        errno.EROFS,
-        errno.EDQUOT,
-        errno.ENOMEM,
-        errno.EMFILE,
-        errno.ENFILE,
-        errno.EACCES,
-        errno.EPERM,
-        errno.EBADF,
-        errno.ENXIO,
-        errno.ENODEV,
-    }
-)
+# OS errors a frame's content causes, identically on every replica (a name too
+# long for a file, a NUL): the frame is refused. Every other OS error is one of
+# the machine (disk, permissions, a missing directory): the applier must stop
+# (fail-stop) rather than record it as the frame's outcome, since a replica on
+# a healthy machine applies the frame.
+CONTENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ})
 MACHINE_SQLITE_CODES = frozenset(
     {
         sqlite3.SQLITE_IOERR,
@@ -76,7 +63,7 @@ MACHINE_SQLITE_MESSAGES = ("disk i/o error", "database or disk is full", "disk i
 def is_machine_fault(exc: BaseException) -> bool:
     """True for faults of this machine (disk, memory, permissions); False for
     errors a frame's content causes identically on every replica."""
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, (MemoryError, SchemaTooNew)):
         return True
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
@@ -84,7 +71,7 @@ def is_machine_fault(exc: BaseException) -> bool:
             return True
         return any(text in str(exc).lower() for text in MACHINE_SQLITE_MESSAGES)
     if isinstance(exc, OSError):
-        return exc.errno in MACHINE_ERRNOS or exc.errno is None
+        return exc.errno not in CONTENT_ERRNOS
     return False
 
 

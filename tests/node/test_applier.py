@@ -14,6 +14,7 @@ import pytest
 from node import applier as applier_module
 from node.applier import Applier, read_applied_marker
 from node.errors import InvalidArgument, Unavailable
+from node.migrations import SchemaTooNew
 from node.shard import Shard, is_machine_fault
 from node.shards import ShardPathError, ShardStore
 from proto import frame_pb2
@@ -212,6 +213,8 @@ def test_a_machine_fault_calls_on_fatal_and_fails_every_waiter_at_once(
         OSError(errno.ENOSPC, "No space left on device"),
         OSError(errno.EIO, "Input/output error"),
         OSError(errno.EROFS, "Read-only file system"),
+        OSError(errno.ENOTDIR, "Not a directory"),
+        SchemaTooNew("shard schema version 9 is newer than this build's 3"),
     ],
 )
 def test_machine_faults_are_told_from_content_errors(fault: BaseException) -> None:

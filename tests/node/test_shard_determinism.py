@@ -4,9 +4,11 @@ same logical content, however they are split into transactions."""
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,3 +91,32 @@ def test_any_batch_split_gives_identical_results_and_dumps(
         one_by_one = _apply_split(Path(tmp) / "single.db", frames, list(range(len(frames))))
         split = _apply_split(Path(tmp) / "split.db", frames, cuts)
     assert whole == one_by_one == split
+
+
+def test_a_frame_failing_for_its_content_is_refused_alone_whatever_the_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deterministic SQLite error caused by one frame (here forced for key
+    "poison") rolls back that frame only; the others in its transaction apply,
+    and every split records the same."""
+    original = Shard._apply_one
+
+    def poisoned(
+        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame, retention: int
+    ) -> frame_pb2.FrameResult:
+        result = original(conn, index, frame, retention)
+        if frame.ops[0].put.key == "poison":  # after its writes: they must be undone
+            raise sqlite3.DataError("string or blob too big")
+        return result
+
+    monkeypatch.setattr(Shard, "_apply_one", staticmethod(poisoned))
+    frames = [(i, _frame(k, b"v", "c", i, None)) for i, k in enumerate(["a", "poison", "b"], 1)]
+    whole = _apply_split(tmp_path / "whole.db", frames, [])
+    split = _apply_split(tmp_path / "split.db", frames, [1, 2])
+    assert whole == split
+    results = [frame_pb2.FrameResult.FromString(r) for r in whole[0]]
+    assert [r.invalid for r in results] == ["", "cannot apply: string or blob too big", ""]
+    shard = Shard(tmp_path / "whole.db")
+    assert shard.get("poison") is None
+    assert shard.get("b") == (b"v", 3)
+    shard.close()
