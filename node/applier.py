@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,7 @@ class Applier:
         self._marker_written = self.applied_index
         self._task: asyncio.Task[None] | None = None
         self._marker_task: asyncio.Task[None] | None = None
+        self._marker_lock = threading.Lock()
         # Held while a batch is applied, so a snapshot install never overlaps one.
         self._applying = asyncio.Lock()
 
@@ -93,8 +95,11 @@ class Applier:
         # Only ever lags the shards (they commit with synchronous=FULL first),
         # so a lost or stale marker just means a longer, idempotent replay.
         # Durable and atomic: a crash leaves the old marker or the new one.
-        write_file_durably(self._marker, f"{index}\n".encode())
-        self._marker_written = index
+        # One writer at a time (the housekeeping write and a snapshot install's
+        # share the temporary file).
+        with self._marker_lock:
+            write_file_durably(self._marker, f"{index}\n".encode())
+            self._marker_written = index
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="applier")

@@ -230,3 +230,35 @@ def test_concurrent_subscribe_streams_are_bounded(
         wait_until(lambda: _subscribe_served(stub), 10, "a Subscribe served again")
         for stream in open_streams:
             stream.cancel()
+
+
+def test_outcomes_travel_with_a_snapshot_of_the_shards(tmp_path: Path) -> None:
+    """A replica that installed a snapshot (a copy of the shards) streams the
+    same outcomes for the frames it covers as the replica that applied them."""
+    frames = [
+        _put_frame("", "snap", key="a", trace=b"1"),
+        _put_frame("", "snap", key="b", trace=b"2"),
+    ]
+    frames[1].conditions.add(key="a", version=99)
+
+    async def source() -> list[tuple[kv_pb2.Outcome.ValueType, frame_pb2.FrameResult]]:
+        pipeline = _Pipeline(tmp_path / "source")
+        pipeline.applier.start()
+        try:
+            for frame in frames:
+                await pipeline.write(frame)
+            pipeline.store.copy_to(tmp_path / "installed" / "shards")
+            return [pipeline.applier.outcome_of(i, f) for i, f in enumerate(frames, start=1)]
+        finally:
+            await pipeline.close()
+
+    async def installed() -> list[tuple[kv_pb2.Outcome.ValueType, frame_pb2.FrameResult]]:
+        pipeline = _Pipeline(tmp_path / "installed")
+        try:
+            return [pipeline.applier.outcome_of(i, f) for i, f in enumerate(frames, start=1)]
+        finally:
+            await pipeline.close()
+
+    here = asyncio.run(source())
+    assert [o for o, _ in here] == [kv_pb2.APPLIED, kv_pb2.CONDITION_FAILED]
+    assert asyncio.run(installed()) == here
