@@ -28,6 +28,7 @@ from replication.replicator import (
     ReplicatorStatus,
 )
 
+from .cluster_id import ClusterId, derive
 from .core import RaftCore
 from .driver import DriverFailed, DriverStopped, RaftDriver
 from .errors import CompactedError, DropReason, ProposalDroppedError
@@ -134,6 +135,7 @@ class RaftReplicator:
         directory = settings.directory
         directory.mkdir(parents=True, exist_ok=True)
         self.storage = DiskStorage(directory)
+        self.cluster = ClusterId(directory)
         self.members = MemberBook(directory / "members.json")
         self.members.add(MemberInfo(settings.name, settings.address))
         for name, address in settings.peers.items():
@@ -162,6 +164,7 @@ class RaftReplicator:
         )
         self._closing = False
         self._servicer: RaftServicer | None = None
+        self.driver.transport.metadata = self.cluster.metadata
         self.driver.start()
         self._promoter = asyncio.get_running_loop().create_task(
             self._promote_learners(), name="raft-promote-learners"
@@ -185,6 +188,8 @@ class RaftReplicator:
             snapshot = Snapshot(
                 SnapshotMeta(base, 1, ConfState(voters)), (keep / MANIFEST).read_bytes()
             )
+        # The id first: a crash before the log is written derives it again.
+        self.cluster.set(derive(settings.peers, snapshot.data if snapshot else b""))
         self.storage.save(
             HardState(term=1, vote=0, commit=base + len(entries)), entries, snapshot, True
         )
@@ -393,7 +398,10 @@ class RaftReplicator:
     def peer_servicer(self) -> RaftServicer:
         if self._servicer is None:
             self._servicer = RaftServicer(
-                self.driver.deliver, incoming=self.incoming_dir, on_snapshot=self.receive_snapshot
+                self.driver.deliver,
+                incoming=self.incoming_dir,
+                on_snapshot=self.receive_snapshot,
+                cluster=self.cluster,
             )
         return self._servicer
 

@@ -14,11 +14,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from proto import raft_pb2, raft_pb2_grpc
 
+from .cluster_id import METADATA_KEY, ClusterId
 from .codec import message_from_pb, message_to_pb
 from .messages import Message, MessageType
 from .snapshots import SnapshotError, receive_files, stream_files
@@ -70,16 +72,34 @@ GRPC_OPTIONS = channel_options()
 SERVER_GRPC_OPTIONS = server_options()
 
 
+Metadata = tuple[tuple[str, str], ...]
+_refusals: dict[str, float] = {}
+
+
+def _no_metadata() -> Metadata:
+    return ()
+
+
+def _refused(address: str, details: str) -> None:
+    """A peer refused us (another cluster's member): say so, now and then."""
+    now = asyncio.get_running_loop().time()
+    if now - _refusals.get(address, -30.0) >= 30.0:
+        _refusals[address] = now
+        log.error("the peer at %s refuses this member: %s", address, details)
+
+
 class _Peer:
     def __init__(
         self,
         nid: int,
         resolve: Callable[[int], str | None],
         on_unreachable: Callable[[int], None],
+        metadata: Callable[[], Metadata],
     ) -> None:
         self.nid = nid
         self.resolve = resolve
         self.on_unreachable = on_unreachable
+        self.metadata = metadata
         self.pending: list[Message] = []
         self.wake = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{nid}")
@@ -117,9 +137,11 @@ class _Peer:
                 self.address = address
             stub = raft_pb2_grpc.RaftStub(self.channel)
             try:
-                await stub.Send(self._batches())
+                await stub.Send(self._batches(), metadata=self.metadata())
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.CANCELLED:
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    _refused(address, exc.details() or "")
+                elif exc.code() != grpc.StatusCode.CANCELLED:
                     log.debug("stream to %s (%s) broke: %s", self.nid, address, exc.code().name)
             self.pending.clear()
             self.on_unreachable(self.nid)
@@ -152,6 +174,8 @@ class PeerTransport:
         self.snapshot_source = snapshot_source
         self.on_snapshot_status = on_snapshot_status
         self._peers: dict[int, _Peer] = {}
+        # What every peer RPC carries (the cluster id, set by the replicator).
+        self.metadata: Callable[[], Metadata] = _no_metadata
         self._snapshot_sends: dict[int, asyncio.Task[None]] = {}
         # Fault injection for tests and chaos: peers we pretend not to reach.
         self.blocked: set[int] = set()
@@ -168,7 +192,9 @@ class PeerTransport:
         for nid, batch in by_peer.items():
             peer = self._peers.get(nid)
             if peer is None:
-                peer = self._peers[nid] = _Peer(nid, self.resolve, self.on_unreachable)
+                peer = self._peers[nid] = _Peer(
+                    nid, self.resolve, self.on_unreachable, lambda: self.metadata()
+                )
             peer.enqueue(batch)
 
     def _send_snapshot(self, m: Message) -> None:
@@ -195,7 +221,8 @@ class PeerTransport:
             async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
                 stub = raft_pb2_grpc.RaftStub(channel)
                 ack = await stub.SendSnapshot(
-                    stream_files(directory, message_to_pb(m), m.snapshot.data)
+                    stream_files(directory, message_to_pb(m), m.snapshot.data),
+                    metadata=self.metadata(),
                 )
             ok = ack.installed
             if not ok:
@@ -229,8 +256,10 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         deliver: Callable[[Message], None],
         incoming: Path | None = None,
         on_snapshot: Callable[[Message, Path], Awaitable[None]] | None = None,
+        cluster: ClusterId | None = None,
     ) -> None:
         self.deliver = deliver
+        self.cluster = cluster
         # Where received snapshots are written aside, and who takes them.
         self.incoming = incoming
         self.on_snapshot = on_snapshot
@@ -240,6 +269,14 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
     def close(self) -> None:
         """End every incoming stream now (peers reconnect to someone alive)."""
         self._closing.set()
+
+    def refusal(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """Why the caller may not talk to this member (another cluster's
+        cluster id in its metadata), or None."""
+        if self.cluster is None:
+            return None
+        sent = dict(context.invocation_metadata() or ()).get(METADATA_KEY, "")
+        return self.cluster.admit(str(sent), context.peer())
 
     async def _receive(self, request_iterator: AsyncIterator[raft_pb2.RaftBatch]) -> None:
         async for batch in request_iterator:
@@ -253,6 +290,12 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         request_iterator: AsyncIterator[raft_pb2.RaftBatch],
         context: grpc.aio.ServicerContext[raft_pb2.RaftBatch, raft_pb2.SendAck],
     ) -> raft_pb2.SendAck:
+        refused = self.refusal(context)
+        if refused is not None:
+            # A status, not an exception: the same through any error boundary.
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            context.set_details(refused)
+            return raft_pb2.SendAck()
         receiving = asyncio.ensure_future(self._receive(request_iterator))
         closing = asyncio.ensure_future(self._closing.wait())
         try:
@@ -280,6 +323,11 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
     ) -> raft_pb2.SnapshotAck:
         if self.incoming is None or self.on_snapshot is None:
             return raft_pb2.SnapshotAck(installed=False, error="this node takes no snapshots")
+        refused = self.refusal(context)
+        if refused is not None:
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            context.set_details(refused)
+            return raft_pb2.SnapshotAck(installed=False, error=refused)
         on_snapshot = self.on_snapshot
 
         async def hand_over(pb: raft_pb2.RaftMessage, directory: Path) -> None:

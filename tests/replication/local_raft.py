@@ -13,7 +13,7 @@ import grpc
 
 from proto import frame_pb2, raft_pb2_grpc
 from replication.raft.replicator import RaftReplicator, RaftSettings
-from replication.raft.transport import SERVER_GRPC_OPTIONS, RaftServicer
+from replication.raft.transport import SERVER_GRPC_OPTIONS
 from replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
 from scripts.cluster import free_ports
 
@@ -67,12 +67,7 @@ class LocalRaft:
                 EmptyStateMachine(),
             )
             server = grpc.aio.server(options=SERVER_GRPC_OPTIONS)
-            raft_pb2_grpc.add_RaftServicer_to_server(
-                RaftServicer(
-                    replicator.driver.deliver, replicator.incoming_dir, replicator.receive_snapshot
-                ),
-                server,
-            )
+            raft_pb2_grpc.add_RaftServicer_to_server(replicator.peer_servicer(), server)
             server.add_insecure_port(peers[name])
             await server.start()
             cluster.replicators[name] = replicator
