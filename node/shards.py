@@ -15,6 +15,7 @@ a slow one never stalls reads of other shards.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -23,12 +24,16 @@ import time
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 from node.names import org_dir
 from node.shard import Shard
 from replication.durable import crash_point, fsync_path
+
+log = logging.getLogger(__name__)
 
 SHARD_SUFFIX = ".db"
 # The longest file name most file systems take (NAME_MAX).
@@ -57,6 +62,10 @@ class ShardStore:
         self._lock = threading.Lock()
         # Least recently used first.
         self._open: OrderedDict[tuple[str, str], Shard] = OrderedDict()
+        # Shards evicted to make room are closed here, not by whoever needed
+        # the room (often a read on the event loop): a close checkpoints.
+        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-close")
+        self._closing: set[Future[None]] = set()
         self._finish_interrupted_swap()
 
     def path(self, org: str, namespace: str) -> Path:
@@ -133,9 +142,20 @@ class ShardStore:
                 shard.pins += 1
                 self._open.move_to_end(name)
                 victims = [opened]
-        for victim in victims:
-            victim.close()
+        self._retire(victims)
         return shard
+
+    def _retire(self, shards: list[Shard]) -> None:
+        """Close `shards` (already out of the cache) on the closer thread."""
+        for shard in shards:
+            future = self._closer.submit(_close_quietly, shard)
+            with self._lock:
+                self._closing.add(future)
+            future.add_done_callback(self._closed)
+
+    def _closed(self, future: Future[None]) -> None:
+        with self._lock:
+            self._closing.discard(future)
 
     def _pin_open(self, name: tuple[str, str]) -> Shard | None:
         with self._lock:
@@ -243,5 +263,14 @@ class ShardStore:
         with self._lock:
             shards = list(self._open.values())
             self._open.clear()
+            closing = list(self._closing)
+        futures.wait(closing)
         for shard in shards:
             shard.close()
+
+
+def _close_quietly(shard: Shard) -> None:
+    try:
+        shard.close()
+    except Exception:
+        log.exception("closing the shard %s failed", shard.path)
