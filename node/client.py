@@ -2,12 +2,25 @@
 
 Every call has a deadline. Writes carry a request_id (client_id, seq), so a
 write retried after UNAVAILABLE is applied at most once.
+
+A client's identity is unique per incarnation: `client_id` is the name the
+caller gives (a service, a host; random by default) followed by a random
+suffix drawn when the Client is made (`<name>.<16 hex digits>`). The node
+remembers each (client_id, seq) it applied and answers a repeat with the
+first result (dissertation §6.3), and `seq` starts at 1 in every Client:
+without the suffix, a process restarted with the same name would send
+(name, 1), (name, 2), ... again and silently get its previous life's results
+back instead of having its new writes applied. Exactly-once therefore holds
+for the retries of one Client object (the ones it makes itself after
+UNAVAILABLE, and any made through it); a write whose outcome a crashed
+process never learned is not recognised by its next incarnation.
 """
 
 from __future__ import annotations
 
 import builtins
 import itertools
+import os
 import threading
 import time
 import uuid
@@ -24,6 +37,19 @@ LINEARIZABLE = kv_pb2.LINEARIZABLE
 SERIALIZABLE = kv_pb2.SERIALIZABLE
 
 T = TypeVar("T")
+
+# The node accepts client ids of up to 128 characters (node/frames.py).
+MAX_CLIENT_ID_CHARS = 128
+INCARNATION_HEX = 16
+
+
+def incarnation_id(name: str) -> str:
+    """`name` made unique to this incarnation: `<name>.<16 random hex digits>`."""
+    suffix = os.urandom(INCARNATION_HEX // 2).hex()
+    longest = MAX_CLIENT_ID_CHARS - len(suffix) - 1
+    if not name or len(name) > longest:
+        raise ValueError(f"client_id must be 1 to {longest} characters, not {len(name)}")
+    return f"{name}.{suffix}"
 
 
 class ClientError(Exception):
@@ -93,7 +119,8 @@ class Client:
         self.org = org
         self.namespace = namespace
         self.timeout = timeout
-        self.client_id = client_id or uuid.uuid4().hex
+        # Never the caller's id alone: see the module docstring.
+        self.client_id = incarnation_id(client_id if client_id is not None else uuid.uuid4().hex)
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
         self._channel = grpc.insecure_channel(
