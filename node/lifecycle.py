@@ -26,6 +26,7 @@ class Lifecycle:
         # Set once, by fail(): why this node stopped serving.
         self.fatal: str | None = None
         self._failed = asyncio.Event()
+        self._failed_at: asyncio.Future[None] | None = None
         self._inflight_writes = 0
         self._writes_drained = asyncio.Event()
         self._writes_drained.set()
@@ -47,6 +48,8 @@ class Lifecycle:
             return False
         self.fatal = reason
         self._failed.set()
+        if self._failed_at is not None and not self._failed_at.done():
+            self._failed_at.set_result(None)
         return True
 
     async def wait_failed(self) -> str:
@@ -56,26 +59,29 @@ class Lifecycle:
 
     async def guard(self, waiting: Awaitable[T], *, outcome_unknown: bool = False) -> T:
         """Await `waiting`, unless the node fails first: then cancel it and raise
-        Unavailable with the reason (saying the outcome is unknown when the
-        request may already be in the log)."""
+        Unavailable with the reason (OutcomeUnknown when the request may already
+        be in the log). A result that arrived is returned even then."""
         task = asyncio.ensure_future(waiting)
-        if self.fatal is None:
-            failed = asyncio.ensure_future(self._failed.wait())
-            try:
-                await asyncio.wait({task, failed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                failed.cancel()
-                if not task.done():
-                    task.cancel()
-        if not task.done() or (self.fatal is not None and not _succeeded(task)):
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            message = f"node stopped after a fatal fault ({self.fatal}); {RETRY_ELSEWHERE}"
-            if outcome_unknown:
-                raise OutcomeUnknown(message)
-            raise Unavailable(message)
-        return task.result()
+        if self.fatal is None and not task.done():
+            await _first_of(task, self._failed_future())
+        if task.done() and (self.fatal is None or _succeeded(task)):
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        message = f"node stopped after a fatal fault ({self.fatal}); {RETRY_ELSEWHERE}"
+        if outcome_unknown:
+            raise OutcomeUnknown(message)
+        raise Unavailable(message)
+
+    def _failed_future(self) -> asyncio.Future[None]:
+        """Done once the node fails; one per event loop, shared by every guard."""
+        loop = asyncio.get_running_loop()
+        if self._failed_at is None or self._failed_at.get_loop() is not loop:
+            self._failed_at = loop.create_future()
+            if self.fatal is not None:
+                self._failed_at.set_result(None)
+        return self._failed_at
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
@@ -92,6 +98,24 @@ class Lifecycle:
     async def writes_drained(self, within: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._writes_drained.wait(), within)
+
+
+async def _first_of(a: asyncio.Future[T], b: asyncio.Future[None]) -> None:
+    """Wait until `a` or `b` is done (asyncio.wait without its set and task
+    bookkeeping: this runs on every write)."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    a.add_done_callback(wake)
+    b.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        a.remove_done_callback(wake)
+        b.remove_done_callback(wake)
 
 
 def _succeeded(task: asyncio.Future[T]) -> bool:

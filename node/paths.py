@@ -127,8 +127,10 @@ class Paths:
         waiter = self.applier.register(frame.trace_id)
         try:
             with self.lifecycle.writing():
+                # The replicator and the applier fail their own waiters on a
+                # fatal fault (their on_fatal contract): no guard on the hot path.
                 try:
-                    await self.lifecycle.guard(self.replicator.propose(frame), outcome_unknown=True)
+                    await self.replicator.propose(frame)
                 except Rejected as rejected:
                     if rejected.reason in _NOT_PROPOSED:
                         raise
@@ -172,9 +174,7 @@ class Paths:
         loop = asyncio.get_running_loop()
         wait = max(deadline - loop.time(), self.config.propose_timeout)
         try:
-            await self.lifecycle.guard(
-                asyncio.wait_for(self.applier.wait_applied(result.index), wait)
-            )
+            await asyncio.wait_for(self.applier.wait_applied(result.index), wait)
         except (TimeoutError, StorageError, Unavailable) as exc:
             reason = "not in time" if isinstance(exc, TimeoutError) else str(exc)
             # It committed: a retry with the same request_id returns its result.
@@ -254,7 +254,7 @@ class Paths:
         while True:
             self.lifecycle.check()
             try:
-                index = await self.lifecycle.guard(self.replicator.read_barrier())
+                index = await self.replicator.read_barrier()
                 break
             except Rejected as rejected:
                 if rejected.reason is not RejectReason.NOT_LEADER or loop.time() >= deadline:
@@ -264,7 +264,7 @@ class Paths:
                         leader_hint=rejected.leader_hint,
                     ) from None
             await self._leader_settles(deadline)
-        await self.lifecycle.guard(self.applier.wait_applied(index))
+        await self.applier.wait_applied(index)
 
 
 _FORWARD_REASON = {

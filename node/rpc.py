@@ -54,7 +54,7 @@ _REJECTED: dict[RejectReason, grpc.StatusCode] = {
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
     """(status, message, leader hint) for an exception raised by a handler."""
     if isinstance(exc, Rejected):
-        return _REJECTED[exc.reason], f"write rejected: {exc}", exc.leader_hint
+        return _REJECTED[exc.reason], f"replicator refused: {exc}", exc.leader_hint
     if isinstance(exc, grpc.aio.AioRpcError):  # relayed from the node we asked
         trailers: dict[str, Any] = dict(exc.trailing_metadata() or ())  # type: ignore[arg-type]
         return exc.code(), exc.details() or "", str(trailers.get(LEADER_METADATA_KEY, ""))
