@@ -677,18 +677,21 @@ class RaftCore:
           ``frm``, which may be us.)
         - What only a leader sends (APP, HEARTBEAT, SNAP, TIMEOUT_NOW, READ_INDEX_RESP)
           at our term comes from the leader of our term once we know it: at most
-          one leader per term (§5.2). Those that would make the sender our leader
-          must come from a member of a configuration we know, unless we are not a
-          member of our own latest configuration: a joining node, whose log has not
-          yet reached the entry that added it (empty, or the founding entries only),
-          follows whoever leads, as in etcd; it cannot lead or count for anyone.
+          one leader per term (§5.2). A sender in none of the configurations we
+          know may not depose the leader we follow while we hear from it (within
+          an election timeout, the lease of §4.2.3 applied to leaders we cannot
+          place). It may become our leader once that leader is silent, or when we
+          know none: a member whose log lacks the committed entry that added the
+          new leader (cut off while it was added and elected) must follow it, and
+          cannot tell it from a forged id (simulator seeds 7016229, 8014403, 3
+          nodes); so must a joining node, which is not a member of its own latest
+          configuration until the leader's entries reach the one that added it,
+          and follows whoever leads, as in etcd.
           TIMEOUT_NOW and READ_INDEX_RESP come only from the leader we follow, at
           our term: the leader sends TimeoutNow to a follower that acknowledged its
           whole log (§3.10), and a read index is only as good as its leader (§6.4).
           Messages from older terms pass, to be answered with our term or ignored
-          (§5.1). The price: a member whose log lacks the (committed) entry that
-          added the current leader refuses it until a leader it knows takes over;
-          an id outside every configuration we know looks just like a forged one.
+          (§5.1).
         - Responses the leader counts (APP_RESP, HEARTBEAT_RESP) and forwarded reads
           come from members.
         - Vote requests and responses pass from anyone: a candidate may know a newer
@@ -711,8 +714,13 @@ class RaftCore:
                 if m.term != self.term or m.frm != self.lead:
                     return "not from the leader we follow"
                 return None
-            if self.id in self.conf.members() and m.frm not in self._known_members():
-                return "not a member"
+            if (
+                self.lead not in (NONE, m.frm)
+                and self.election_elapsed < self.election_timeout
+                and self.id in self.conf.members()
+                and m.frm not in self._known_members()
+            ):
+                return f"not a member, and we follow {self.lead}"
         elif (
             t in (MT.APP_RESP, MT.HEARTBEAT_RESP, MT.READ_INDEX)
             and m.frm != self.id

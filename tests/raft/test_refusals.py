@@ -15,7 +15,6 @@ import random
 import pytest
 
 from replication.raft import (
-    NONE,
     ConfChange,
     ConfChangeType,
     Config,
@@ -215,8 +214,9 @@ def test_snapshot_at_our_term_only_from_its_leader() -> None:
 
 
 def test_append_from_a_non_member_refused() -> None:
-    """An append from a sender in none of our configurations is refused, even at a
-    higher term: a forged one made a follower commit an entry nobody proposed.
+    """While we follow a live leader, an append from a sender in none of our
+    configurations is refused, even at a higher term: a forged one made a
+    follower commit an entry nobody proposed.
     Reference: dissertation §4.1 (the configuration says who the servers are)"""
     r = follower_of(lead=1)
     before = (r.log.last_index(), r.log.committed)
@@ -243,6 +243,35 @@ def test_heartbeat_or_snapshot_from_a_non_member_refused(t: MessageType) -> None
     r.step(m)
 
     assert (r.term, r.lead, r.log.last_index(), r.refused) == (2, 1, 3, 1)
+
+
+@pytest.mark.parametrize("learner", [False, True])
+def test_lagging_member_follows_a_new_leader_it_does_not_know(learner: bool) -> None:
+    """A member cut off while a new node was added, promoted and elected lacks the
+    entries that made it a member, and cannot tell it from a forged id. It refuses
+    it while the leader it follows is alive (within an election timeout), then
+    follows it, whether it campaigns meanwhile (a voter) or not (a learner).
+    Regression: it refused the new leader for good (simulator seeds 7016229 and
+    8014403, 3 nodes: never caught up).
+    Reference: dissertation §4.1, §4.2.3"""
+    st = MemoryStorage.bootstrap([1, 2, 3])
+    if learner:
+        cc = ConfChange(ConfChangeType.ADD_LEARNER, 2).encode()
+        st.append([Entry(1, 4, EntryType.CONF_CHANGE, cc)])
+    st.set_hard_state(HardState(term=2, commit=st.last_index()))
+    r = new_core(2, storage=st, applied=st.last_index())
+    r.step(msg(MT.HEARTBEAT, 1, 2, term=2, commit=st.last_index()))
+    read_messages(r)
+    beat = msg(MT.HEARTBEAT, 9, 2, term=5, commit=st.last_index())
+
+    r.step(beat)
+    assert (r.term, r.lead, r.refused) == (2, 1, 1)
+    for _ in range(r.election_timeout):
+        r.tick()
+    read_messages(r)
+    r.step(beat)
+
+    assert (r.term, r.lead, r.refused) == (5, 9, 1)
 
 
 def test_append_from_a_new_leader_of_a_higher_term_accepted() -> None:
@@ -433,13 +462,14 @@ def test_refusal_is_counted_and_logged_in_a_fixed_line() -> None:
 
     r.step(msg(MT.HUP, 3, 2))
     r.step(msg(MT.TIMEOUT_NOW, 3, 2, term=1))
+    r.step(msg(MT.HEARTBEAT, 1, 2, term=1, commit=3))
     r.step(msg(MT.APP, 9, 2, term=4))
 
     assert r.status().refused == 3
     assert [line for line in log.lines if " refused " in line] == [
         "2 refused HUP from 3 at term 0: a local message type",
         "2 refused TIMEOUT_NOW from 3 at term 1: not from the leader we follow",
-        "2 refused APP from 9 at term 4: not a member",
+        "2 refused APP from 9 at term 4: not a member, and we follow 1",
     ]
-    assert r.lead == NONE
+    assert r.lead == 1
     drain(r)

@@ -49,6 +49,11 @@ REGRESSION_SEEDS = [
     # test_vote_request_with_stale_term_rejected_with_current_term).
     (7012038, 3, True),
     (7019575, 3, True),
+    # Core: a member cut off while a new node was added, promoted and elected
+    # refused that leader (not in any configuration it knew) for good
+    # (test_lagging_member_follows_a_new_leader_it_does_not_know).
+    (7016229, 3, True),
+    (8014403, 3, True),
 ]
 
 
