@@ -213,12 +213,17 @@ class Applier:
                 groups[(frame.org, frame.namespace)].append(position)
         for (org, namespace), positions in groups.items():
             frames = [batch[p] for p in positions]
+            opened = False
             try:
                 with self.store.use(org, namespace, create=True) as shard:
                     assert shard is not None
+                    opened = True
                     shard_results = shard.apply(frames, self.request_retention)
             except Exception as exc:
-                if is_machine_fault(exc):
+                # Once the shard is open, a frame's own content errors are
+                # caught per frame (Shard.apply's savepoints): anything that
+                # escapes is the machine's, whatever its type.
+                if opened or is_machine_fault(exc):
                     raise
                 # The shard cannot exist (its path, a deterministic OS/SQLite
                 # error): every replica fails these frames the same way.

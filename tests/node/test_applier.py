@@ -231,3 +231,28 @@ def test_machine_faults_are_told_from_content_errors(fault: BaseException) -> No
 )
 def test_content_errors_are_not_machine_faults(error: BaseException) -> None:
     assert not is_machine_fault(error)
+
+
+def test_an_error_escaping_an_open_shard_is_a_machine_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside an open shard a frame's content errors are caught frame by frame;
+    an error escaping the transaction would refuse a batch-dependent group of
+    frames (replicas split batches differently), so it stops the applier."""
+    fatal: list[BaseException] = []
+
+    def broken(self: Shard, frames: object, retention: int) -> None:
+        raise ValueError("something no frame caused")
+
+    async def run() -> None:
+        pipeline = _Pipeline(tmp_path / "data", on_fatal=fatal.append)
+        pipeline.applier.start()
+        try:
+            monkeypatch.setattr(Shard, "apply", broken)
+            with pytest.raises(Unavailable, match="applier stopped"):
+                await pipeline.write(_put_frame("", "ns", trace=b"x"))
+        finally:
+            await pipeline.close()
+
+    asyncio.run(run())
+    assert [str(e) for e in fatal] == ["something no frame caused"]
