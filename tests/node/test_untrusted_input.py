@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, wait_until
 from tests.node.replay import dump_shards, replay
 
 FORGED = [
@@ -263,3 +263,33 @@ def test_arbitrary_input_never_stops_splits_or_escapes_the_node(
     here, there = dump_shards(box / "n1"), dump_shards(tmp_path / "replica")
     assert {"_/alive.db", "_/sentinel.db"} <= set(here)
     assert here == there
+
+
+def _applied(channel: grpc.Channel) -> int:
+    status = kv_pb2_grpc.KVStub(channel).Status(kv_pb2.StatusRequest(), timeout=5)
+    return int(status.applied_index)
+
+
+def test_a_nul_namespace_forwarded_to_any_member_of_three_stops_none(tmp_path: Path) -> None:
+    """Issue 11 item 9: a namespace with a NUL sent through Forward stopped all
+    three nodes ("applier stopped: embedded null byte"), again on replay. Sent
+    to the leader and to a follower, it must leave every member serving and
+    applying."""
+    cluster = LocalCluster(tmp_path, size=3)
+    try:
+        cluster.start()
+        leader = cluster.leader()
+        follower = next(n for n in cluster.nodes if n != leader)
+        for name in (leader, follower):
+            with grpc.insecure_channel(cluster.addresses[name]) as channel:
+                for org, namespace in FORGED:
+                    assert _forward(channel, _frame(org, namespace)) in {"refused", "invalid"}
+        with cluster.client(leader, namespace="after") as c:
+            index = c.put("k", b"v").index
+        for name in cluster.nodes:
+            with grpc.insecure_channel(cluster.addresses[name]) as channel:
+                wait_until(lambda: _applied(channel) >= index, 20, f"{name} to apply {index}")
+                _serving(channel)
+    finally:
+        cluster.stop()
+    assert not list(tmp_path.parent.glob("*escaped*"))
