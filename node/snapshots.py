@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from replication.durable import fsync_tree
+from replication.durable import fsync_tree, write_file_durably
 
 if TYPE_CHECKING:
     from node.applier import Applier
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SHARDS_DIR = "shards"
 STAGING_SUFFIX = ".incoming"
+MARKER = "applied_index"  # node/applier.py read_applied_marker
 
 
 def _stage(source: Path, staging: Path) -> None:
@@ -69,8 +70,10 @@ class ShardSnapshots:
 
         applier = self.applier
         if applier is None:
-            # At start, before the applier exists: nothing applies yet, and it
-            # will start from the log's first index, S + 1.
+            # At start, before the applier exists: nothing applies yet. The
+            # marker it will start from says S, as restart_at would.
             await replace()
+            marker = store.root.parent / MARKER
+            await asyncio.to_thread(write_file_durably, marker, f"{index}\n".encode())
             return
         await applier.restart_at(index, replace)

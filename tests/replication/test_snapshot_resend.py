@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from node.applier import read_applied_marker
 from node.shards import ShardStore
+from node.snapshots import ShardSnapshots
 from proto import raft_pb2
 from replication.raft.snapshots import (
     MANIFEST,
@@ -95,3 +97,21 @@ def test_swap_in_refuses_a_missing_snapshot_instead_of_installing_nothing(
         store.swap_in(tmp_path / "shards.incoming")  # removed under the install
 
     assert sorted(p.name for p in store.root.rglob("*.db")) == before
+
+
+def test_an_install_before_the_applier_exists_swaps_and_records_the_index(
+    tmp_path: Path,
+) -> None:
+    """At start the replicator may finish an interrupted install before the
+    node attached its applier: the kept files (left in place) replace the
+    shards and the applied marker says S, as restart_at would have."""
+    make_snapshot(tmp_path)
+    kept = tmp_path / "leader" / str(INDEX)
+    store = ShardStore(tmp_path / "data")
+    snapshots = ShardSnapshots(store)
+
+    asyncio.run(snapshots.install_snapshot(INDEX, kept))
+
+    assert sorted(p.name for p in store.root.rglob("*.db")) == ["ns0.db", "ns1.db", "ns2.db"]
+    assert read_applied_marker(tmp_path / "data") == INDEX
+    assert verify_dir(kept) == INDEX  # the kept copy is still whole
