@@ -18,9 +18,14 @@ from proto import frame_pb2
 RETENTION = 3
 
 
-def _frame(key: str, value: bytes, client: str, seq: int, expect: int | None) -> frame_pb2.Frame:
+def _frame(
+    key: str, value: bytes, client: str, seq: int, expect: int | None, delete: bool = False
+) -> frame_pb2.Frame:
     frame = frame_pb2.Frame(namespace="ns")
-    frame.ops.add(put=frame_pb2.PutOp(key=key, value=value))
+    if delete:
+        frame.ops.add(delete=frame_pb2.DeleteOp(key=key))
+    else:
+        frame.ops.add(put=frame_pb2.PutOp(key=key, value=value))
     if expect is not None:
         frame.conditions.add(key=key, version=expect)
     if client:
@@ -77,13 +82,14 @@ _ops = st.tuples(
     st.sampled_from(["", "c1", "c2"]),
     st.integers(1, 3),
     st.none() | st.integers(0, 12),
+    st.booleans(),
 )
 
 
 @settings(max_examples=60, deadline=None)
 @given(ops=st.lists(_ops, min_size=1, max_size=14), cuts=st.lists(st.integers(0, 14)))
 def test_any_batch_split_gives_identical_results_and_dumps(
-    ops: list[tuple[str, bytes, str, int, int | None]], cuts: list[int]
+    ops: list[tuple[str, bytes, str, int, int | None, bool]], cuts: list[int]
 ) -> None:
     frames = [(i + 1, _frame(*op)) for i, op in enumerate(ops)]
     with tempfile.TemporaryDirectory() as tmp:
