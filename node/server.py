@@ -139,6 +139,7 @@ class Node:
         self.applier: Applier | None = None
         self.peer_service: PeerService | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        self._health_down: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self.advertise = config.advertise or config.listen
 
@@ -315,11 +316,13 @@ class Node:
         if not self.lifecycle.fail(text):
             return
         log.critical("node %s fail-stops: %s", self.config.node_id, text)
+        # on_fatal is a plain callback: the health change runs as a task, held
+        # here so it is not collected before it ran (the loop keeps weak refs).
+        self._health_down = asyncio.get_running_loop().create_task(self._not_serving())
+
+    async def _not_serving(self) -> None:
         for service in ("", KV_SERVICE.full_name):
-            # set() only schedules notifications for watchers: safe to run here.
-            asyncio.get_running_loop().create_task(
-                self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-            )
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def wait_fatal(self) -> str:
         return await self.lifecycle.wait_failed()
