@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ./data
 SEEDS  ?= 1000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 DURATION ?= 600
 SEED ?=
@@ -19,6 +20,7 @@ help:
 	@echo "make proto  - regenerate proto/*_pb2*.py from proto/*.proto"
 	@echo "make sim SEEDS=N - run the Raft simulator over N seeds per cluster size"
 	@echo "make chaos DURATION=600 - every chaos scenario, checked for linearizability"
+	@echo "make bench [QUICK=1] - shardlite, etcd and a bare gRPC echo server side by side (~8 min; ~2 quick)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,10 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
@@ -57,6 +63,10 @@ sim: $(VENV)/.installed-test
 # Every shipped chaos scenario against local process clusters, DURATION seconds in all.
 chaos: $(VENV)/.installed-test
 	$(BIN)/python -m scripts.chaos --all --total-duration $(DURATION) $(if $(SEED),--seed $(SEED))
+
+# docs/benchmarks.md; installs Debian's etcd-server with apt-get if etcd is missing.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m scripts.bench --install-etcd $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
