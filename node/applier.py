@@ -28,7 +28,7 @@ from pathlib import Path
 
 from node.errors import InvalidArgument, StorageError, Unavailable
 from node.frames import MAX_PROBLEM_CHARS, content_problem
-from node.shard import is_machine_fault
+from node.shard import REQUEST_RETENTION, is_machine_fault
 from node.shards import ShardPathError, ShardStore
 from proto import frame_pb2, kv_pb2
 from replication.durable import crash_point, write_file_durably
@@ -64,8 +64,8 @@ class Applier:
         store: ShardStore,
         replicator: Replicator,
         data_dir: Path,
-        request_retention: int = 100_000,
         *,
+        request_retention: int = REQUEST_RETENTION,
         on_fatal: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.store = store

@@ -90,12 +90,6 @@ def _node_parser(sub: Any) -> None:
         help="applied frames kept for Subscribe",
     )
     p.add_argument("--log-segment-bytes", type=int, default=defaults.log_segment_bytes)
-    p.add_argument(
-        "--request-retention",
-        type=int,
-        default=defaults.request_retention,
-        help="indices for which a retried request_id is recognised",
-    )
     p.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace)
     p.add_argument(
         "--max-concurrent-backups",
@@ -179,7 +173,6 @@ def _run_node(args: argparse.Namespace) -> int:
         shard_idle_seconds=args.shard_idle_seconds,
         log_retain=args.log_retain,
         log_segment_bytes=args.log_segment_bytes,
-        request_retention=args.request_retention,
         shutdown_grace=args.shutdown_grace,
         max_concurrent_backups=args.max_concurrent_backups,
         ready_file=args.ready_file,

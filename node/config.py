@@ -22,8 +22,6 @@ class NodeConfig:
     # Frames kept in the log after they are applied, for Subscribe.
     log_retain: int = 100_000
     log_segment_bytes: int = 64 << 20
-    # Exactly-once: results of (client_id, seq) kept for this many indices.
-    request_retention: int = 100_000
     # Backups running at once (each is a full copy of the shards on disk).
     max_concurrent_backups: int = 2
     # SIGTERM: how long in-flight requests get to finish.

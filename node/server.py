@@ -176,7 +176,6 @@ class Node:
             self.store,
             replicator,
             config.data_dir,
-            config.request_retention,
             on_fatal=self.fail_stop,
         )
         self.applier = snapshots.applier = applier

@@ -28,6 +28,11 @@ from node.migrations import SchemaTooNew, migrate
 from proto import frame_pb2
 
 LIST_CHUNK = 256
+# How many indices a request id (and a frame's outcome) is remembered for. A
+# decision of the state machine, so the same on every replica: a constant of
+# the code, never a node's configuration (replicas configured differently
+# would deduplicate a late retry differently).
+REQUEST_RETENTION = 100_000
 # A List chunk holds about this many bytes at most (a node's messages are
 # bounded: --max-request-bytes), so large values are listed a few at a time.
 LIST_CHUNK_BYTES = 4 << 20
