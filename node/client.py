@@ -159,14 +159,20 @@ class Client:
         the same request_id) with backoff until the deadline."""
         deadline = time.monotonic() + self.timeout
         delay = 0.05
+        unavailable: ClientError | None = None
         while True:
             remaining = deadline - time.monotonic()
             try:
                 return method(request, timeout=max(remaining, 0.001))
             except grpc.RpcError as exc:
                 error = _error(exc)
+                if unavailable is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    # A retry ran out of time: the node's own answer says more
+                    # (why it is unavailable, whether the outcome is unknown).
+                    raise unavailable from None
                 if not retry or error.code != grpc.StatusCode.UNAVAILABLE:
                     raise error from None
+                unavailable = error
                 if time.monotonic() + delay >= deadline:
                     raise error from None
             time.sleep(delay)
