@@ -383,25 +383,31 @@ def plot(record: dict[str, Any], path: Path) -> bool:
     series: dict[str, list[tuple[int, float, float]]] = {}
     clients = {run["case"]: run["clients"] for run in record["runs"] if run["mix"] == "put"}
     for m in record["medians"]:
-        if m["case"] in clients and m["target"] in ("shardlite", "etcd"):
+        if m["case"] in clients:
             series.setdefault(m["target"], []).append(
                 (clients[m["case"]], m["ops_per_sec"], m["p99"])
             )
-    if not series:
+    if not {"shardlite", "etcd"} & series.keys():
         say("no plot: no put cases of shardlite or etcd in the run")
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, points in sorted(series.items()):
-        points.sort()
+    styles = {"shardlite": "o-", "etcd": "s-", "echo": "x--"}
+    for name in [t for t in TARGETS if t in series]:
+        points = sorted(series[name])
         xs = [p[0] for p in points]
-        left.plot(xs, [p[1] for p in points], marker="o", label=name)
-        right.plot(xs, [p[2] for p in points], marker="o", label=name)
-    for axis, ylabel in ((left, "puts/s (median)"), (right, "p99 latency, ms (median)")):
+        label = "bare gRPC echo (ceiling)" if name == "echo" else name
+        left.plot(xs, [p[1] for p in points], styles[name], label=label)
+        right.plot(xs, [p[2] for p in points], styles[name], label=label)
+    ticks = sorted({p[0] for points in series.values() for p in points})
+    for axis, ylabel in ((left, "puts/s (median)"), (right, "p99 latency, ms (median, log)")):
         axis.set_xscale("log", base=2)
-        axis.set_xlabel("concurrent clients")
+        axis.set_xticks(ticks, [str(t) for t in ticks])
+        axis.set_xlabel("concurrent clients (closed loop)")
         axis.set_ylabel(ylabel)
         axis.grid(True, alpha=0.3)
         axis.legend()
+    right.set_yscale("log")
+    left.set_ylim(bottom=0)
     machine = record["machine"]
     fig.suptitle(
         f"3 members on loopback, {record['config']['value_bytes']}-byte values, "
