@@ -66,6 +66,8 @@ _DROP_REASONS = {
     DropReason.INVALID_CONF_CHANGE: RejectReason.INVALID,
     DropReason.NOT_READY: RejectReason.NOT_LEADER,
 }
+# Refusals of a membership change that the next commit may lift.
+_WAIT_FOR_COMMIT = {DropReason.CONF_CHANGE_PENDING, DropReason.NOT_READY}
 
 
 PROMOTE_LAG = 10  # a learner this close to the commit index is caught up
@@ -448,10 +450,23 @@ class RaftReplicator:
         return views
 
     async def _change(self, cc: ConfChange) -> None:
-        """Propose one membership change on the leader and wait until it commits."""
+        """Propose one membership change on the leader and wait until it commits.
+
+        One change at a time (dissertation §4.1): while the previous change (or
+        a new leader's first entry) is not yet committed, wait for it, within
+        propose_timeout, instead of refusing a change that will soon be valid."""
         self._check_usable()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.propose_timeout
         try:
-            proposed = await self.driver.call(lambda core: core.propose_conf_change(cc))
+            while True:
+                try:
+                    proposed = await self.driver.call(lambda core: core.propose_conf_change(cc))
+                    break
+                except ProposalDroppedError as exc:
+                    if exc.reason not in _WAIT_FOR_COMMIT or loop.time() >= deadline:
+                        raise
+                await self._next_commit(deadline - loop.time())
             await asyncio.wait_for(
                 asyncio.shield(self.driver.wait_committed(proposed.term, proposed.last_index)),
                 self.settings.propose_timeout,
@@ -466,6 +481,18 @@ class RaftReplicator:
             raise Rejected(
                 RejectReason.LEADERSHIP_LOST, "membership change not committed in time"
             ) from None
+
+    async def _next_commit(self, within: float) -> None:
+        """Wait until the commit index moves (at most `within` seconds)."""
+        seen = self.driver.commit_published
+        with contextlib.suppress(TimeoutError):
+            async with self.driver.committed:
+                await asyncio.wait_for(
+                    self.driver.committed.wait_for(
+                        lambda: self.driver.commit_published > seen or self._closing
+                    ),
+                    max(within, 0.0),
+                )
 
     def remember_member(self, name: str, address: str) -> None:
         self.members.add(MemberInfo(name, address))
