@@ -27,6 +27,7 @@ import platform
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -369,6 +370,37 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(record: dict[str, Any]) -> str:
+    """Median cores used during the window, per case and target: the leader,
+    the followers (each), the generator, and the whole machine."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in record["runs"]:
+        groups.setdefault((run["case"], run["target"]), []).append(run)
+    lines = [
+        "| case | target | leader | followers | generator | machine busy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (case, target), runs in groups.items():
+        leaders, followers, generators, busy = [], [], [], []
+        for run in runs:
+            cpu = run["cpu_cores"]
+            servers = {k: v for k, v in cpu["processes"].items() if not k.startswith("generator")}
+            leader = run.get("leader") or next(iter(servers), "")
+            leaders.append(servers.get(leader) or 0.0)
+            followers.append(sorted(v or 0.0 for k, v in servers.items() if k != leader))
+            generators.append(cpu["generator_total"])
+            busy.append(cpu.get("machine_busy_cores") or 0.0)
+        per_follower = [
+            statistics.median(f[i] for f in followers) for i in range(len(followers[0]))
+        ]
+        lines.append(
+            f"| {case} | {target} | {statistics.median(leaders):.2f} | "
+            f"{' / '.join(f'{v:.2f}' for v in per_follower) or '-'} | "
+            f"{statistics.median(generators):.2f} | {statistics.median(busy):.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(record: dict[str, Any], path: Path) -> bool:
     """Throughput and p99 of the put cases against the client count, for
     shardlite and etcd. False (and a note) when matplotlib is missing."""
@@ -424,6 +456,10 @@ def plot(record: dict[str, Any], path: Path) -> bool:
 def report(record: dict[str, Any], plot_path: Path | None) -> None:
     print()
     print(table(record))
+    print()
+    print("CPU in cores (median over the repetitions):")
+    print()
+    print(cpu_table(record))
     print()
     for name, text in record["durability"].items():
         print(f"- {name}: {text}")
