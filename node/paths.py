@@ -184,6 +184,9 @@ class Paths:
             ) from None
         return result
 
+    def _peer_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.leadership.peer_metadata() if self.leadership is not None else ()
+
     async def _forward(
         self, address: str, frame: frame_pb2.Frame, budget: float
     ) -> frame_pb2.FrameResult | None:
@@ -200,7 +203,7 @@ class Paths:
             reply = await stub.Forward(
                 raft_pb2.ForwardRequest(frame=frame),
                 timeout=max(budget, 1.0),
-                metadata=((FORWARDED_BY, self.config.node_id),),
+                metadata=((FORWARDED_BY, self.config.node_id), *self._peer_metadata()),
             )
         except grpc.aio.AioRpcError as exc:
             # The request may have reached the leader, whatever the status.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import Unavailable
+from node.errors import FailedPrecondition, Unavailable
 from node.paths import FORWARDED_BY, Paths
 from proto import raft_pb2
 from replication.replicator import Partitioning, PeerServicer
@@ -31,6 +31,9 @@ class PeerService:
     async def Forward(
         self, request: raft_pb2.ForwardRequest, context: Any
     ) -> raft_pb2.ForwardResponse:
+        refused = self.replication.refusal(context)
+        if refused is not None:
+            raise FailedPrecondition(refused)
         sender = dict(context.invocation_metadata() or ()).get(FORWARDED_BY, "")
         if sender and self.partitioning is not None and self.partitioning.drops_from(sender):
             # As a lost request would be: the sender cannot know it never arrived.

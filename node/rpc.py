@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from node import errors
-from replication.replicator import Rejected, RejectReason
+from replication.replicator import MalformedPeerMessage, Rejected, RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.StorageError, grpc.StatusCode.INTERNAL),
+    (MalformedPeerMessage, grpc.StatusCode.INVALID_ARGUMENT),
 ]
 
 _REJECTED: dict[RejectReason, grpc.StatusCode] = {

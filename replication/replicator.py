@@ -40,6 +40,11 @@ class Rejected(Exception):
         super().__init__(text)
 
 
+class MalformedPeerMessage(Exception):
+    """A peer sent a message that decodes but names nothing we know (an
+    unknown message or entry type): the sender is broken or not one of us."""
+
+
 class Compacted(Exception):
     """A subscriber asked for an index that is no longer retained."""
 
@@ -126,6 +131,10 @@ class Leadership(Protocol):
         made on purpose): a forward would certainly not arrive."""
         ...
 
+    def peer_metadata(self) -> tuple[tuple[str, str], ...]:
+        """What a call to another member carries (the cluster's id)."""
+        ...
+
 
 class MemberView(Protocol):
     """One member as the replicator sees it."""
@@ -176,6 +185,10 @@ class PeerEndpoint(Protocol):
 class PeerServicer(Protocol):
     async def Send(self, request_iterator: Any, context: Any) -> Any: ...
     async def SendSnapshot(self, request_iterator: Any, context: Any) -> Any: ...
+
+    def refusal(self, context: Any) -> str | None:
+        """Why the caller may not talk to this member (another cluster), or None."""
+        ...
 
     def close(self) -> None:
         """End every incoming stream now (peers reconnect to someone alive)."""

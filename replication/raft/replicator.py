@@ -397,6 +397,9 @@ class RaftReplicator:
 
     # -- peers and fault injection (replication/replicator.py PeerEndpoint, Partitioning)
 
+    def peer_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.cluster.metadata()
+
     def peer_servicer(self) -> RaftServicer:
         if self._servicer is None:
             self._servicer = RaftServicer(

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from proto import raft_pb2, raft_pb2_grpc
+from replication.replicator import MalformedPeerMessage
 
 from .cluster_id import METADATA_KEY, ClusterId
 from .codec import message_from_pb, message_to_pb
@@ -86,6 +87,13 @@ def _refused(address: str, details: str) -> None:
     if now - _refusals.get(address, -30.0) >= 30.0:
         _refusals[address] = now
         log.error("the peer at %s refuses this member: %s", address, details)
+
+
+def _decode(pb: raft_pb2.RaftMessage) -> Message:
+    try:
+        return message_from_pb(pb)
+    except ValueError as exc:  # an enum value this version does not know
+        raise MalformedPeerMessage(f"not a Raft message this member understands: {exc}") from None
 
 
 class _Peer:
@@ -281,7 +289,7 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
     async def _receive(self, request_iterator: AsyncIterator[raft_pb2.RaftBatch]) -> None:
         async for batch in request_iterator:
             for pb in batch.messages:
-                m = message_from_pb(pb)
+                m = _decode(pb)
                 if m.frm not in self.blocked_from:
                     self.deliver(m)
 
@@ -331,7 +339,7 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         on_snapshot = self.on_snapshot
 
         async def hand_over(pb: raft_pb2.RaftMessage, directory: Path) -> None:
-            await on_snapshot(message_from_pb(pb), directory)
+            await on_snapshot(_decode(pb), directory)
 
         try:
             await receive_files(request_iterator, self.incoming, hand_over)

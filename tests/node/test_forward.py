@@ -74,6 +74,9 @@ class FollowerReplicator:
     def leader_unreachable(self) -> bool:
         return False
 
+    def peer_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
     # PeerEndpoint
     def peer_servicer(self) -> NoPeers:
         return NoPeers()
@@ -85,6 +88,9 @@ class NoPeers:
 
     async def SendSnapshot(self, request_iterator: Any, context: Any) -> raft_pb2.SnapshotAck:
         return raft_pb2.SnapshotAck()
+
+    def refusal(self, context: Any) -> str | None:
+        return None
 
     def close(self) -> None:
         pass

@@ -293,3 +293,32 @@ def test_a_nul_namespace_forwarded_to_any_member_of_three_stops_none(tmp_path: P
     finally:
         cluster.stop()
     assert not list(tmp_path.parent.glob("*escaped*"))
+
+
+def test_a_forward_from_another_cluster_is_refused(member: LocalCluster) -> None:
+    """Forward checks the cluster id like the Raft streams do (issue 11 item 8)."""
+    with grpc.insecure_channel(_endpoint(member)) as channel:
+        stub = raft_pb2_grpc.RaftStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Forward(
+                raft_pb2.ForwardRequest(frame=_frame("", "other-cluster")),
+                timeout=10,
+                metadata=(("shardlite-cluster-id", "not-this-cluster"),),
+            )
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        _serving(channel)
+        names = kv_pb2_grpc.KVStub(channel).ListNamespaces(kv_pb2.ListNamespacesRequest())
+        assert "other-cluster" not in names.namespaces
+
+
+def test_a_raft_message_of_an_unknown_type_is_invalid_argument(member: LocalCluster) -> None:
+    """A message that parses but names a type this member does not know is the
+    sender's error, not an internal one."""
+    with grpc.insecure_channel(_endpoint(member)) as channel:
+        stub = raft_pb2_grpc.RaftStub(channel)
+        batch = raft_pb2.RaftBatch(messages=[raft_pb2.RaftMessage(type=9999, to=1, term=1)])
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Send(iter([batch]), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a Raft message this member understands" in (raised.value.details() or "")
+        _serving(channel)
