@@ -20,7 +20,7 @@ help:
 	@echo "make proto  - regenerate proto/*_pb2*.py from proto/*.proto"
 	@echo "make sim SEEDS=N - run the Raft simulator over N seeds per cluster size"
 	@echo "make chaos DURATION=600 - every chaos scenario, checked for linearizability"
-	@echo "make bench [QUICK=1] - shardlite, etcd and a bare gRPC echo server side by side (~8 min; ~2 quick)"
+	@echo "make bench [QUICK=1] - shardlite, etcd and a bare gRPC echo server side by side (~7 min; ~2 quick)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
