@@ -182,9 +182,14 @@ def base_spec(args: argparse.Namespace) -> LoadSpec:
 
 def run_benchmark(args: argparse.Namespace, cases: list[Case], out_path: Path) -> dict[str, Any]:
     names = [t for t in TARGETS if t in args.targets]
-    etcd_binary = ensure_etcd(args.install_etcd) if "etcd" in names else None
-    if etcd_binary:
-        args.etcd_binary = etcd_binary
+    etcd_binary = None
+    if "etcd" in names:
+        if args.etcd_binary != "etcd":  # an explicit binary: use it as it is
+            if not shutil.which(args.etcd_binary):
+                raise SystemExit(f"--etcd-binary {args.etcd_binary}: not found")
+            etcd_binary = args.etcd_binary
+        else:
+            etcd_binary = args.etcd_binary = ensure_etcd(args.install_etcd)
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
