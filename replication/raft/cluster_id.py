@@ -46,6 +46,8 @@ class ClusterId:
         except FileNotFoundError:
             self.value = ""
         self._logged: dict[str, float] = {}
+        # Streams refused for another cluster's id (observable by tests, metrics).
+        self.refused = 0
 
     def set(self, value: str) -> None:
         write_file_durably(self.path, f"{value}\n".encode())
@@ -70,6 +72,7 @@ class ClusterId:
             f"to cluster {sent}; members started from different data (--restore, --peers) "
             "cannot form one cluster"
         )
+        self.refused += 1
         now = time.monotonic()
         if now - self._logged.get(peer, -LOG_EVERY) >= LOG_EVERY:
             self._logged[peer] = now

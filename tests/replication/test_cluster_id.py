@@ -83,8 +83,11 @@ def test_members_restored_from_different_backups_do_not_form_one_cluster(
                 await asyncio.sleep(0.02)
             leader = r2 if r2.driver.is_leader else r3
             await leader.propose(frame())  # the pair commits without r1
-            # Many election timeouts and heartbeats later, r1 has heard none of them.
-            await asyncio.sleep(1.5)
+            # The pair's streams to r1 were refused again and again (each sender
+            # reconnects); r1 has heard none of them.
+            while r1.cluster.refused < 4:
+                assert loop.time() < deadline, "r1 never refused the other cluster's streams"
+                await asyncio.sleep(0.02)
             assert r1.driver.leader == NONE
             assert not r1.driver.is_leader
             assert leader.driver.core.status().progress[r1.id].match == 0

@@ -74,7 +74,9 @@ def test_proposals_beyond_the_bound_are_refused_at_once(
         first = asyncio.ensure_future(r.propose(frame(0, size)))
         await asyncio.to_thread(disk.stuck.wait, 5)  # the loop is inside a stuck fsync
         waiting = [first] + [asyncio.ensure_future(r.propose(frame(n, size))) for n in (1, 2, 3)]
-        await asyncio.sleep(0.05)
+        while r._pending_count < len(waiting):  # every one of them counted as pending
+            assert loop.time() < deadline, "the proposals never became pending"
+            await asyncio.sleep(0.01)
         with pytest.raises(Rejected) as full:
             await asyncio.wait_for(r.propose(frame(4, size)), 1)
         assert full.value.reason is RejectReason.QUEUE_FULL
