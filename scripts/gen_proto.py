@@ -18,9 +18,12 @@ def proto_sources() -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto").glob("*.proto"))
 
 
-def generate(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "proto").mkdir(exist_ok=True)
+def generate(out_dir: Path, sources: list[str] | None = None) -> None:
+    """Compile `sources` (paths relative to the repo root; default: proto/*.proto)
+    into `out_dir`, each module beside its .proto."""
+    sources = proto_sources() if sources is None else sources
+    for source in sources:
+        (out_dir / source).parent.mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
         f"-I{ROOT}",
@@ -28,7 +31,7 @@ def generate(out_dir: Path) -> None:
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
-        *proto_sources(),
+        *sources,
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
