@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,6 +226,18 @@ class RaftReplicator:
         hint = self.members.address(exc.leader_hint) or "" if exc.leader_hint else ""
         return Rejected(reason, exc.reason.value, leader_hint=hint)
 
+    @contextlib.contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """The driver's refusals of a request it has not taken, as Rejected."""
+        try:
+            yield
+        except ProposalDroppedError as exc:
+            raise self._rejected(exc) from None
+        except DriverFailed as exc:
+            raise _storage_failed(exc) from None
+        except DriverStopped:
+            raise Rejected(RejectReason.SHUTTING_DOWN) from None
+
     async def propose(self, frame: frame_pb2.Frame) -> Accepted:
         self._check_usable()
         data = frame.SerializeToString()
@@ -260,13 +272,8 @@ class RaftReplicator:
         try:
             # Bounded: a loop stuck in an fsync must not hold callers forever.
             # Timed out before the loop took it, the proposal is withdrawn.
-            term, index = await asyncio.wait_for(self.driver.propose(data), timeout)
-        except ProposalDroppedError as exc:
-            raise self._rejected(exc) from None
-        except DriverFailed as exc:
-            raise _storage_failed(exc) from None
-        except DriverStopped:
-            raise Rejected(RejectReason.SHUTTING_DOWN) from None
+            with self._refusals():
+                term, index = await asyncio.wait_for(self.driver.propose(data), timeout)
         except TimeoutError:
             raise Rejected(
                 RejectReason.QUEUE_FULL,
@@ -353,13 +360,8 @@ class RaftReplicator:
     async def read_barrier(self) -> int:
         self._check_usable()
         try:
-            return await asyncio.wait_for(self.driver.read_index(), self.settings.read_timeout)
-        except ProposalDroppedError as exc:
-            raise self._rejected(exc) from None
-        except DriverFailed as exc:
-            raise _storage_failed(exc) from None
-        except DriverStopped:
-            raise Rejected(RejectReason.SHUTTING_DOWN) from None
+            with self._refusals():
+                return await asyncio.wait_for(self.driver.read_index(), self.settings.read_timeout)
         except TimeoutError:
             raise Rejected(
                 RejectReason.NOT_LEADER,
@@ -462,24 +464,19 @@ class RaftReplicator:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.propose_timeout
         try:
-            while True:
-                try:
-                    proposed = await self.driver.call(lambda core: core.propose_conf_change(cc))
-                    break
-                except ProposalDroppedError as exc:
-                    if exc.reason not in _WAIT_FOR_COMMIT or loop.time() >= deadline:
-                        raise
-                await self._next_commit(deadline - loop.time())
-            await asyncio.wait_for(
-                asyncio.shield(self.driver.wait_committed(proposed.term, proposed.last_index)),
-                self.settings.propose_timeout,
-            )
-        except ProposalDroppedError as exc:
-            raise self._rejected(exc) from None
-        except DriverFailed as exc:
-            raise _storage_failed(exc) from None
-        except DriverStopped:
-            raise Rejected(RejectReason.SHUTTING_DOWN) from None
+            with self._refusals():
+                while True:
+                    try:
+                        proposed = await self.driver.call(lambda core: core.propose_conf_change(cc))
+                        break
+                    except ProposalDroppedError as exc:
+                        if exc.reason not in _WAIT_FOR_COMMIT or loop.time() >= deadline:
+                            raise
+                    await self._next_commit(deadline - loop.time())
+                await asyncio.wait_for(
+                    asyncio.shield(self.driver.wait_committed(proposed.term, proposed.last_index)),
+                    self.settings.propose_timeout,
+                )
         except TimeoutError:
             raise Rejected(
                 RejectReason.LEADERSHIP_LOST, "membership change not committed in time"
@@ -540,12 +537,8 @@ class RaftReplicator:
             target = max(others, key=lambda n: st.progress[n].match if n in st.progress else 0)
         if target == self.id:
             return self.name
-        try:
+        with self._refusals():
             await self.driver.call(lambda core: core.transfer_leader(target))
-        except DriverFailed as exc:
-            raise _storage_failed(exc) from None
-        except DriverStopped:
-            raise Rejected(RejectReason.SHUTTING_DOWN) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
