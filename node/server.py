@@ -337,8 +337,6 @@ class Node:
                 await asyncio.to_thread(self.store.evict_idle)
             except Exception:
                 log.exception("housekeeping failed")
-            if self.applier.failed is not None:
-                self.fail_stop(f"the applier stopped: {self.applier.failed}")
 
     # -- shutdown -------------------------------------------------------------
 
