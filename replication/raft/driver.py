@@ -156,7 +156,7 @@ class RaftDriver:
         self.role = Role.FOLLOWER
         self.leader = NONE
         self._inbox: list[Message] = []
-        self._proposals: list[tuple[bytes, asyncio.Future[tuple[int, int]]]] = []
+        self._proposals: list[tuple[list[bytes], asyncio.Future[tuple[int, int]]]] = []
         self._reads: list[asyncio.Future[int]] = []
         self._calls: list[tuple[Callable[[RaftCore], Any], asyncio.Future[Any]]] = []
         self._jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
@@ -198,17 +198,25 @@ class RaftDriver:
 
     @property
     def queued_proposals(self) -> int:
-        """Proposals waiting for the loop to hand them to the core."""
-        return len(self._proposals)
+        """Entries waiting for the loop to hand them to the core."""
+        return sum(len(datas) for datas, _ in self._proposals)
 
     async def propose(self, data: bytes) -> tuple[int, int]:
         """Append `data` as a log entry on the leader; (term, index) where it landed.
         Raises ProposalDroppedError when this node cannot take it, DriverFailed
         or DriverStopped when the loop is gone. A caller that gives up (cancels)
         before the loop took it leaves nothing proposed."""
+        return await self.propose_many([data])
+
+    async def propose_many(self, datas: list[bytes]) -> tuple[int, int]:
+        """Append every one of `datas` as consecutive log entries, in order, all
+        or none; (term, index of the first). One future for the lot: a caller
+        with many entries pays for one wake-up, not one per entry."""
         self.check_alive()
+        if not datas:
+            raise ValueError("propose_many needs at least one entry")
         future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._proposals.append((data, future))
+        self._proposals.append((datas, future))
         self._wake.set()
         return await future
 
@@ -335,16 +343,18 @@ class RaftDriver:
         for nid, ok in reports:
             core.report_snapshot(nid, ok)
         proposals, self._proposals = self._proposals, []
-        live = [(d, f) for d, f in proposals if not f.done()]
+        live = [(datas, f) for datas, f in proposals if not f.done()]
         if live:
             try:
-                proposed = core.propose([d for d, _ in live])
+                proposed = core.propose([d for datas, _ in live for d in datas])
             except ProposalDroppedError as exc:
                 for _, f in live:
                     f.set_exception(exc)
             else:
-                for i, (_, f) in enumerate(live):
-                    f.set_result((proposed.term, proposed.first_index + i))
+                first = proposed.first_index
+                for datas, f in live:
+                    f.set_result((proposed.term, first))
+                    first += len(datas)
         # Reads whose answer was lost (and whose callers gave up) are forgotten.
         for ctx in [c for c, fs in self._read_waiters.items() if all(f.done() for f in fs)]:
             del self._read_waiters[ctx]
