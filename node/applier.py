@@ -28,7 +28,7 @@ from pathlib import Path
 
 from node.errors import InvalidArgument, StorageError, Unavailable
 from node.frames import MAX_PROBLEM_CHARS, content_problem
-from node.shard import REQUEST_RETENTION, is_machine_fault
+from node.shard import REQUEST_RETENTION, is_machine_fault, sync_shard
 from node.shards import ShardPathError, ShardStore
 from proto import frame_pb2, kv_pb2
 from replication.durable import crash_point, write_file_durably
@@ -85,6 +85,8 @@ class Applier:
         self._task: asyncio.Task[None] | None = None
         self._marker_task: asyncio.Task[None] | None = None
         self._marker_lock = threading.Lock()
+        # Shards written since the last marker (their commits are not fsynced).
+        self._dirty: set[Path] = set()
         # Held while a batch is applied, so a snapshot install never overlaps one.
         self._applying = asyncio.Lock()
 
@@ -92,13 +94,21 @@ class Applier:
         return read_applied_marker(self._marker.parent)
 
     def _write_marker(self, index: int) -> None:
-        # Only ever lags the shards (they commit with synchronous=FULL first),
-        # so a lost or stale marker just means a longer, idempotent replay.
-        # Durable and atomic: a crash leaves the old marker or the new one.
-        # One writer at a time (the housekeeping write and a snapshot install's
-        # share the temporary file).
+        # Only ever lags what is durable in the shards: they commit without an
+        # fsync (synchronous=NORMAL), so every shard written since the last
+        # marker is fsynced first. A lost or stale marker just means a longer,
+        # idempotent replay. Durable and atomic: a crash leaves the old marker
+        # or the new one. One writer at a time (the housekeeping write and a
+        # snapshot install's share the temporary file).
         with self._marker_lock:
-            write_file_durably(self._marker, f"{index}\n".encode())
+            dirty, self._dirty = self._dirty, set()
+            try:
+                for path in sorted(dirty):
+                    sync_shard(path)
+                write_file_durably(self._marker, f"{index}\n".encode())
+            except BaseException:
+                self._dirty |= dirty  # not durable yet: the next marker syncs them
+                raise
             self._marker_written = index
 
     def start(self) -> None:
@@ -218,6 +228,8 @@ class Applier:
                 with self.store.use(org, namespace, create=True) as shard:
                     assert shard is not None
                     opened = True
+                    with self._marker_lock:
+                        self._dirty.add(shard.path)
                     shard_results = shard.apply(frames, self.request_retention)
             except Exception as exc:
                 # Once the shard is open, a frame's own content errors are

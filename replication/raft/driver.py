@@ -7,6 +7,7 @@ The ordering rules of a Ready (messages.Ready) are followed to the letter:
   2. snapshot, entries and hard state are written, fsynced if must_sync;
   3. only then rd.persisted_messages (vote grants, append acks) go out;
   4. committed entries are published, read states answered, then advance().
+Committed entries already on disk are published before step 2 (_process).
 Proposals, reads and admin requests that arrive while an fsync runs are
 handled together in the next round: group commit for free.
 
@@ -361,7 +362,13 @@ class RaftDriver:
             self._read_asked.pop(ctx, None)
         waiting, self._reads = self._reads, []
         reads = [r for r in waiting if not r.done()]
-        if reads:
+        if reads and self._read_asked:
+            # A round is in flight: these reads arrived after it began, so its
+            # index may be too old for them; they wait together for the next
+            # round, started once this one is answered (dissertation §6.4:
+            # one heartbeat round per batch of reads, not one per read).
+            self._reads = reads
+        elif reads:
             # One ReadIndex round answers every read that arrived meanwhile.
             ctx = self._read_contexts.next()
             try:
@@ -412,12 +419,19 @@ class RaftDriver:
             # Step a (module docstring): the files are kept before the log names them.
             self.installing = True
             await self.on_snapshot_accepted(rd.snapshot)
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            await asyncio.shield(
-                asyncio.to_thread(
-                    self.storage.save, rd.hard_state, rd.entries, rd.snapshot, rd.must_sync
-                )
-            )
+        # Committed entries already durable here go out before this Ready's
+        # save, so applying them overlaps the fsync of the new ones; a Ready that
+        # only moves the commit index (nothing must_sync) is saved after the
+        # publish altogether. A commit index lost in a crash is learnt again
+        # from the leader, and replay is idempotent.
+        committed = rd.committed_entries
+        durable = self._durable_prefix(rd)
+        if durable:
+            await self._publish_committed(durable)
+            committed = committed[len(durable) :]
+        save_first = bool(rd.entries) or rd.snapshot is not None or rd.must_sync
+        if save_first:
+            await self._save(rd)
         # Durable in the log: a restart finishes the install, so the ack may go.
         self.transport.send(rd.persisted_messages)
         if rd.snapshot is not None:
@@ -429,23 +443,54 @@ class RaftDriver:
             self.commit_published = max(self.commit_published, rd.snapshot.meta.index)
             async with self.committed:
                 self.committed.notify_all()
-        if rd.committed_entries:
-            self._publish(rd.committed_entries)
-            async with self.committed:
-                self.committed.notify_all()
+        if committed:
+            await self._publish_committed(committed)
         for rs in rd.read_states:
             self._read_asked.pop(rs.context, None)
             for f in self._read_waiters.pop(rs.context, []):
                 if not f.done():
                     f.set_result(rs.index)
+            if self._reads:
+                self._wake.set()  # the reads that waited for this round: the next one
         if rd.soft_state is not None:
-            was_leader = self.role is Role.LEADER
+            was_leader, old_leader = self.role is Role.LEADER, self.leader
             self.role, self.leader = rd.soft_state.role, rd.soft_state.leader
             self.leader_changed.set()
             self.leader_changed = asyncio.Event()
             if was_leader and self.role is not Role.LEADER:
                 # Reads waiting on our leadership can no longer be confirmed.
                 self._fail_reads(ProposalDroppedError(DropReason.NOT_LEADER, self.leader))
+            elif self.leader != old_leader:
+                # The old leader will not answer: ask the new one now, not
+                # after READ_RETRY_TICKS (and unblock the reads queued behind).
+                self._reask_reads(list(self._read_asked))
+        if not save_first and rd.hard_state is not None:
+            await self._save(rd)
+
+    def _durable_prefix(self, rd: Ready) -> list[Entry]:
+        """The committed entries of `rd` that are already in the log on disk
+        (before this Ready's own entries, which may replace an uncommitted tail)."""
+        if rd.snapshot is not None or not rd.committed_entries:
+            return []
+        stable = self.storage.last_index()
+        if rd.entries:
+            stable = min(stable, rd.entries[0].index - 1)
+        committed = rd.committed_entries
+        if committed[-1].index <= stable:
+            return committed
+        return [e for e in committed if e.index <= stable]
+
+    async def _save(self, rd: Ready) -> None:
+        await asyncio.shield(
+            asyncio.to_thread(
+                self.storage.save, rd.hard_state, rd.entries, rd.snapshot, rd.must_sync
+            )
+        )
+
+    async def _publish_committed(self, entries: list[Entry]) -> None:
+        self._publish(entries)
+        async with self.committed:
+            self.committed.notify_all()
 
     def _publish(self, entries: list[Entry]) -> None:
         self.members.learn_from(entries)
@@ -464,11 +509,16 @@ class RaftDriver:
         """A read index request or its answer travels as one message that may be
         lost (Raft does not retransmit it): unanswered after a few heartbeats,
         the waiting reads are asked for again, under a new context."""
-        stale = [c for c, t in self._read_asked.items() if self._ticks - t >= READ_RETRY_TICKS]
-        for ctx in stale:
+        self._reask_reads(
+            [c for c, t in self._read_asked.items() if self._ticks - t >= READ_RETRY_TICKS]
+        )
+
+    def _reask_reads(self, contexts: list[bytes]) -> None:
+        """The reads waiting under `contexts` go back in the queue, for a new round."""
+        for ctx in contexts:
             del self._read_asked[ctx]
             self._reads.extend(f for f in self._read_waiters.pop(ctx, []) if not f.done())
-        if stale:
+        if contexts:
             self._wake.set()
 
     def _fail_reads(self, exc: Exception) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -256,3 +257,47 @@ def test_an_error_escaping_an_open_shard_is_a_machine_fault(
 
     asyncio.run(run())
     assert [str(e) for e in fatal] == ["something no frame caused"]
+
+
+# -- durability without an fsync per transaction -------------------------------------
+
+
+def test_the_marker_moves_only_after_the_shards_written_since_are_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shards commit with synchronous=NORMAL (no fsync per transaction): the
+    applied-index marker, below which replay never goes again, may only move
+    once every shard written since the last marker is on disk."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    async def run() -> None:
+        pipeline = _Pipeline(tmp_path / "data")
+        pipeline.applier.start()
+        try:
+            await pipeline.write(_put_frame("", "a", trace=b"t1"))
+            await pipeline.write(_put_frame("", "b", trace=b"t2"))
+            shard_a = pipeline.store.path("", "a")
+            monkeypatch.setattr(os, "fsync", fsync)
+            await pipeline.applier._write_marker_then_compact(pipeline.applier.applied_index)
+            marker = str(tmp_path / "data" / "applied_index")
+            for shard in (shard_a, pipeline.store.path("", "b")):
+                wal = f"{shard}-wal"
+                assert wal in synced, f"{wal} was not fsynced before the marker"
+                assert synced.index(wal) < len(synced) - 1
+            # The marker's own durable write comes last (its temporary file).
+            assert any(p.startswith(marker) for p in synced[-2:]), synced
+            synced.clear()
+            await pipeline.write(_put_frame("", "a", trace=b"t3"))
+            await pipeline.applier._write_marker_then_compact(pipeline.applier.applied_index)
+            assert f"{pipeline.store.path('', 'b')}-wal" not in synced, "b was not written again"
+            assert f"{shard_a}-wal" in synced
+        finally:
+            monkeypatch.setattr(os, "fsync", real_fsync)
+            await pipeline.close()
+
+    asyncio.run(run())

@@ -1,0 +1,62 @@
+"""ReadIndex rounds are batched (dissertation §6.4): while one round is in
+flight, reads that arrive wait for the next, and one round then confirms them
+all, instead of one heartbeat round per read."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from replication.raft.core import RaftCore
+from tests.replication.local_raft import LocalRaft
+
+
+def count_rounds(core: RaftCore) -> list[bytes]:
+    """The contexts of the ReadIndex rounds the driver starts on `core`."""
+    contexts: list[bytes] = []
+    real = core.read_index
+
+    def read_index(ctx: bytes) -> Any:
+        contexts.append(ctx)
+        return real(ctx)
+
+    core.read_index = read_index  # type: ignore[method-assign]
+    return contexts
+
+
+async def until(condition: Any, within: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0.005)
+
+
+def test_reads_arriving_during_a_round_share_the_next_round(tmp_path: Path) -> None:
+    async def check() -> None:
+        cluster = await LocalRaft.open(tmp_path)
+        try:
+            leader = await cluster.leader()
+            await leader.read_barrier()  # the leader committed in its term
+            followers = [n for n, r in cluster.replicators.items() if r is not leader]
+            rounds = count_rounds(leader.driver.core)
+            # Heartbeat answers are dropped: the first round stays in flight.
+            leader.partition([], followers)
+            first = asyncio.ensure_future(leader.read_barrier())
+            await until(lambda: len(rounds) == 1, 2, "the first round never started")
+            later = []
+            for _ in range(10):  # each on its own turn of the driver's loop
+                later.append(asyncio.ensure_future(leader.read_barrier()))
+                await asyncio.sleep(0.001)
+            assert len(rounds) == 1, "reads arriving during a round started rounds of their own"
+            leader.partition([], [])
+            indices = await asyncio.wait_for(asyncio.gather(first, *later), 10)
+            assert all(i >= 1 for i in indices)
+            # The first round (perhaps asked again once, its answers lost),
+            # then one round for all ten.
+            assert len(rounds) <= 3, f"{len(rounds)} rounds for 11 reads"
+        finally:
+            await cluster.close()
+
+    asyncio.run(check())
