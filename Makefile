@@ -11,7 +11,7 @@ BENCH_ARGS ?=
 DURATION ?= 600
 SEED ?=
 
-.PHONY: run test lint fmt proto check-proto sim chaos bench clean help
+.PHONY: run test lint fmt proto check-proto sim chaos bench bench-scale clean help
 
 help:
 	@echo "make run    - start a local 3-node cluster on 127.0.0.1:7001-7003, data in $(DATA) (Ctrl-C stops it)"
@@ -21,6 +21,7 @@ help:
 	@echo "make sim SEEDS=N - run the Raft simulator over N seeds per cluster size"
 	@echo "make chaos DURATION=600 - every chaos scenario, checked for linearizability"
 	@echo "make bench [QUICK=1] - shardlite, etcd and a bare gRPC echo server side by side (~7 min; ~2 quick)"
+	@echo "make bench-scale [QUICK=1] - many shards, catch-up, restart, overload (issue 12 targets 5-7; ~12 min; ~3 quick)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +68,11 @@ chaos: $(VENV)/.installed-test
 # docs/benchmarks.md; installs Debian's etcd-server with apt-get if etcd is missing.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m scripts.bench --install-etcd $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# Issue 12 targets 5-7 (docs/benchmarks.md); QUICK=1: 1,000 namespaces, 100 MB, 100,000 keys.
+# SCALE_ARGS: more flags, e.g. SCALE_ARGS="--bytes 2G"; python -m scripts.bench_scale --help.
+bench-scale: $(VENV)/.installed-bench
+	$(BIN)/python -m scripts.bench_scale all $(if $(QUICK),--quick) $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
