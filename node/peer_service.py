@@ -24,6 +24,12 @@ class PeerService:
         reply: raft_pb2.SendAck = await self.replication.Send(request_iterator, context)
         return reply
 
+    async def MessagePort(
+        self, request: raft_pb2.MessagePortRequest, context: Any
+    ) -> raft_pb2.MessagePortResponse:
+        reply: raft_pb2.MessagePortResponse = await self.replication.MessagePort(request, context)
+        return reply
+
     async def SendSnapshot(self, request_iterator: Any, context: Any) -> raft_pb2.SnapshotAck:
         reply: raft_pb2.SnapshotAck = await self.replication.SendSnapshot(request_iterator, context)
         return reply

@@ -35,6 +35,7 @@ from replication.noop import NoopReplicator
 from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.raft.snapshots import StateMachine
 from replication.raft.transport import SERVER_GRPC_OPTIONS as PEER_SERVER_GRPC_OPTIONS
+from replication.raft.transport import host_of
 from replication.replicator import Membership, Partitioning, PeerEndpoint, Replicator
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def build_replicator(
             RaftSettings(
                 name=config.node_id,
                 address=config.advertise or config.listen,
+                # The TCP message stream listens where gRPC does (":port": everywhere).
+                message_host=host_of(config.listen) or "0.0.0.0",
                 directory=config.data_dir / "raft",
                 peers=config.peers,
                 tick_interval=config.raft_tick_ms / 1000,

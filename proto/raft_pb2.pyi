@@ -175,6 +175,91 @@ class SendAck(_message.Message):
 Global___SendAck: _TypeAlias = SendAck  # noqa: Y015
 
 @_typing.final
+class MessagePortRequest(_message.Message):
+    """Where this member takes message streams over plain TCP (the cheap path: a
+    gRPC stream message costs several times the CPU of a framed socket write).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessagePortRequest: _TypeAlias = MessagePortRequest  # noqa: Y015
+
+@_typing.final
+class MessagePortResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_FIELD_NUMBER: _builtins.int
+    port: _builtins.int
+    """0: none; send over Raft.Send instead."""
+    def __init__(
+        self,
+        *,
+        port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessagePortResponse: _TypeAlias = MessagePortResponse  # noqa: Y015
+
+@_typing.final
+class MessageStreamHello(_message.Message):
+    """The TCP message stream: every frame is a 4-byte big-endian length, then a
+    message. The connecting member sends a MessageStreamHello, the listener
+    answers a MessageStreamWelcome, then the connecting member sends RaftBatch
+    frames until either side closes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    cluster_id: _builtins.str
+    """The sender's cluster id (the shardlite-cluster-id metadata of Raft.Send)."""
+    def __init__(
+        self,
+        *,
+        cluster_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageStreamHello: _TypeAlias = MessageStreamHello  # noqa: Y015
+
+@_typing.final
+class MessageStreamWelcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    refusal: _builtins.str
+    """Empty: accepted. Else why the listener refuses the sender (another cluster)."""
+    def __init__(
+        self,
+        *,
+        refusal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refusal", b"refusal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageStreamWelcome: _TypeAlias = MessageStreamWelcome  # noqa: Y015
+
+@_typing.final
 class SnapshotChunk(_message.Message):
     """A snapshot's files, streamed in chunks before its InstallSnapshot message."""
 

@@ -39,6 +39,11 @@ class RaftStub:
                 request_serializer=proto_dot_raft__pb2.RaftBatch.SerializeToString,
                 response_deserializer=proto_dot_raft__pb2.SendAck.FromString,
                 _registered_method=True)
+        self.MessagePort = channel.unary_unary(
+                '/shardlite.v1.Raft/MessagePort',
+                request_serializer=proto_dot_raft__pb2.MessagePortRequest.SerializeToString,
+                response_deserializer=proto_dot_raft__pb2.MessagePortResponse.FromString,
+                _registered_method=True)
         self.SendSnapshot = channel.stream_unary(
                 '/shardlite.v1.Raft/SendSnapshot',
                 request_serializer=proto_dot_raft__pb2.SnapshotChunk.SerializeToString,
@@ -56,6 +61,13 @@ class RaftServicer:
 
     def Send(self, request_iterator, context):
         """A long-lived stream of message batches from one peer (pipelined appends).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MessagePort(self, request, context):
+        """The port of this member's TCP message stream (same messages as Send).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +94,11 @@ def add_RaftServicer_to_server(servicer, server):
                     servicer.Send,
                     request_deserializer=proto_dot_raft__pb2.RaftBatch.FromString,
                     response_serializer=proto_dot_raft__pb2.SendAck.SerializeToString,
+            ),
+            'MessagePort': grpc.unary_unary_rpc_method_handler(
+                    servicer.MessagePort,
+                    request_deserializer=proto_dot_raft__pb2.MessagePortRequest.FromString,
+                    response_serializer=proto_dot_raft__pb2.MessagePortResponse.SerializeToString,
             ),
             'SendSnapshot': grpc.stream_unary_rpc_method_handler(
                     servicer.SendSnapshot,
@@ -121,6 +138,33 @@ class Raft:
             '/shardlite.v1.Raft/Send',
             proto_dot_raft__pb2.RaftBatch.SerializeToString,
             proto_dot_raft__pb2.SendAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MessagePort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardlite.v1.Raft/MessagePort',
+            proto_dot_raft__pb2.MessagePortRequest.SerializeToString,
+            proto_dot_raft__pb2.MessagePortResponse.FromString,
             options,
             channel_credentials,
             insecure,

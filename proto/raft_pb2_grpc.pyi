@@ -33,6 +33,8 @@ class RaftStub:
     def __new__(cls, channel: _aio.Channel) -> RaftAsyncStub: ...
     Send: _grpc.StreamUnaryMultiCallable[_raft_pb2.RaftBatch, _raft_pb2.SendAck]
     """A long-lived stream of message batches from one peer (pipelined appends)."""
+    MessagePort: _grpc.UnaryUnaryMultiCallable[_raft_pb2.MessagePortRequest, _raft_pb2.MessagePortResponse]
+    """The port of this member's TCP message stream (same messages as Send)."""
     SendSnapshot: _grpc.StreamUnaryMultiCallable[_raft_pb2.SnapshotChunk, _raft_pb2.SnapshotAck]
     """Snapshot files in chunks, then the InstallSnapshot message (Raft §7)."""
     Forward: _grpc.UnaryUnaryMultiCallable[_raft_pb2.ForwardRequest, _raft_pb2.ForwardResponse]
@@ -43,6 +45,8 @@ class RaftAsyncStub(RaftStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Send: _aio.StreamUnaryMultiCallable[_raft_pb2.RaftBatch, _raft_pb2.SendAck]  # type: ignore[assignment]
     """A long-lived stream of message batches from one peer (pipelined appends)."""
+    MessagePort: _aio.UnaryUnaryMultiCallable[_raft_pb2.MessagePortRequest, _raft_pb2.MessagePortResponse]  # type: ignore[assignment]
+    """The port of this member's TCP message stream (same messages as Send)."""
     SendSnapshot: _aio.StreamUnaryMultiCallable[_raft_pb2.SnapshotChunk, _raft_pb2.SnapshotAck]  # type: ignore[assignment]
     """Snapshot files in chunks, then the InstallSnapshot message (Raft §7)."""
     Forward: _aio.UnaryUnaryMultiCallable[_raft_pb2.ForwardRequest, _raft_pb2.ForwardResponse]  # type: ignore[assignment]
@@ -56,6 +60,14 @@ class RaftServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_raft_pb2.SendAck, _abc.Awaitable[_raft_pb2.SendAck]]:
         """A long-lived stream of message batches from one peer (pipelined appends)."""
+
+    @_abc_1.abstractmethod
+    def MessagePort(
+        self,
+        request: _raft_pb2.MessagePortRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_raft_pb2.MessagePortResponse, _abc.Awaitable[_raft_pb2.MessagePortResponse]]:
+        """The port of this member's TCP message stream (same messages as Send)."""
 
     @_abc_1.abstractmethod
     def SendSnapshot(

@@ -47,6 +47,12 @@ def install(out: Path) -> None:
 
     records: list[Record] = []
     now = time.monotonic_ns
+    if os.environ.get("X_NO_TCP"):
+
+        async def no_port(self: Any) -> int:
+            return 0
+
+        transport.RaftServicer.message_port = no_port  # type: ignore[method-assign]
 
     def note(event: str, indices: list[int], peer: int = 0) -> None:
         records.append((event, now(), indices, peer))

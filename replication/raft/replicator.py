@@ -54,7 +54,7 @@ from .snapshots import (
     seal,
     verify_dir,
 )
-from .transport import RaftServicer
+from .transport import RaftServicer, host_of
 from .wal import DiskStorage
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,10 @@ class RaftSettings:
     propose_timeout: float = 5.0
     read_timeout: float = 5.0
     max_frame_bytes: int = 16 << 20
+    # Where peers' TCP message streams are taken (the host the node serves
+    # gRPC on; the port is picked at start and told by Raft.MessagePort).
+    # None: the host of `address`; "": no TCP stream (peers use Raft.Send).
+    message_host: str | None = None
     # Proposals in flight here (queued for the loop or waiting to commit), by
     # count and by bytes: past either, propose answers QUEUE_FULL at once.
     max_pending_proposals: int = 10_000
@@ -404,11 +408,13 @@ class RaftReplicator:
 
     def peer_servicer(self) -> RaftServicer:
         if self._servicer is None:
+            host = self.settings.message_host
             self._servicer = RaftServicer(
                 self.driver.deliver,
                 incoming=self.incoming_dir,
                 on_snapshot=self.receive_snapshot,
                 cluster=self.cluster,
+                message_host=host_of(self.settings.address) if host is None else host,
             )
         return self._servicer
 
@@ -719,6 +725,8 @@ class RaftReplicator:
         if self._snapshotting is not None:
             with contextlib.suppress(Exception):
                 await self._snapshotting
+        if self._servicer is not None:
+            self._servicer.close()  # the TCP message listener and its streams
         await self.driver.close()
 
 

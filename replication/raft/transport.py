@@ -1,10 +1,16 @@
-"""Raft messages between nodes over gRPC.
+"""Raft messages between nodes.
 
-One long-lived client stream per peer (`Raft.Send`), so a leader's appends are
-pipelined: the sender never waits for a reply, replies come back as messages
-on the peer's own stream to us. Messages queued while a peer is unreachable
-are dropped (Raft retransmits) and the core is told the peer is unreachable.
-Reconnects back off exponentially up to a second.
+One long-lived stream per peer, so a leader's appends are pipelined: the
+sender never waits for a reply, replies come back as messages on the peer's
+own stream to us. The stream is a plain TCP connection carrying framed
+RaftBatch messages (raft.proto MessageStreamHello): a gRPC stream message
+costs several times the CPU of a socket write in Python, and every write
+passes several of them (docs/benchmarks.md). The sender asks the peer over
+gRPC where it listens (`Raft.MessagePort`, which checks the cluster id like
+every peer RPC); a peer without the TCP stream gets `Raft.Send` instead.
+Snapshots and forwarded writes stay on gRPC. Messages queued while a peer is
+unreachable are dropped (Raft retransmits) and the core is told the peer is
+unreachable. Reconnects back off exponentially up to a second.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from proto import raft_pb2, raft_pb2_grpc
 from replication.replicator import MalformedPeerMessage
@@ -31,6 +40,12 @@ log = logging.getLogger(__name__)
 MAX_QUEUED = 10_000
 MAX_BACKOFF = 1.0
 KEEPALIVE_MS = 10_000
+# The TCP message stream: a frame is a 4-byte big-endian length, then the bytes.
+FRAME_LENGTH = struct.Struct(">I")
+MAX_FRAME_BYTES = 256 << 20  # as the gRPC channels' message limit
+MAX_HELLO_BYTES = 64 << 10  # before the sender is admitted
+HANDSHAKE_TIMEOUT = 5.0  # to connect, to say hello, to be welcomed
+MAX_MESSAGE_STREAMS = 64  # incoming TCP message streams served at once
 
 
 def channel_options(keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, int]]:
@@ -145,12 +160,18 @@ class _Peer:
                 self.address = address
             stub = raft_pb2_grpc.RaftStub(self.channel)
             try:
-                await stub.Send(self._batches(), metadata=self.metadata())
+                port = await self._message_port(stub)
+                if port:
+                    await self._stream_tcp(address, port)
+                else:
+                    await stub.Send(self._batches(), metadata=self.metadata())
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     _refused(address, exc.details() or "")
                 elif exc.code() != grpc.StatusCode.CANCELLED:
                     log.debug("stream to %s (%s) broke: %s", self.nid, address, exc.code().name)
+            except (OSError, EOFError, TimeoutError, DecodeError) as exc:
+                log.debug("stream to %s (%s) broke: %r", self.nid, address, exc)
             self.pending.clear()
             self.on_unreachable(self.nid)
             await asyncio.sleep(backoff)
@@ -158,6 +179,61 @@ class _Peer:
             # A healthy stream resets the backoff on the next successful write.
             if self.pending:
                 backoff = 0.05
+
+    async def _message_port(self, stub: raft_pb2_grpc.RaftAsyncStub) -> int:
+        """The peer's TCP message port; 0 if it has none (an older member)."""
+        try:
+            reply = await stub.MessagePort(
+                raft_pb2.MessagePortRequest(), metadata=self.metadata(), timeout=HANDSHAKE_TIMEOUT
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return 0
+            raise
+        return int(reply.port)
+
+    async def _stream_tcp(self, address: str, port: int) -> None:
+        """Send the queued batches over a TCP stream until it breaks."""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host_of(address), port), HANDSHAKE_TIMEOUT
+        )
+        try:
+            _keep_alive(writer)
+            metadata = dict(self.metadata())
+            hello = raft_pb2.MessageStreamHello(cluster_id=metadata.get(METADATA_KEY, ""))
+            _write_frame(writer, hello.SerializeToString())
+            welcome = raft_pb2.MessageStreamWelcome.FromString(
+                await asyncio.wait_for(_read_frame(reader, MAX_HELLO_BYTES), HANDSHAKE_TIMEOUT)
+            )
+            if welcome.refusal:
+                _refused(address, welcome.refusal)
+                return
+            # The listener never writes after its welcome: a read that returns
+            # means it closed (or died), which a write alone may not notice.
+            watcher = asyncio.ensure_future(self._until_closed(reader, writer))
+            try:
+                while True:
+                    await self.wake.wait()
+                    self.wake.clear()
+                    if writer.is_closing():
+                        raise ConnectionResetError("the peer closed the message stream")
+                    if self.pending:
+                        batch, self.pending = self.pending, []
+                        pb = raft_pb2.RaftBatch(messages=[message_to_pb(m) for m in batch])
+                        _write_frame(writer, pb.SerializeToString())
+                        await writer.drain()
+            finally:
+                watcher.cancel()
+        finally:
+            writer.close()
+
+    async def _until_closed(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        with contextlib.suppress(OSError):
+            await reader.read(1)
+        writer.close()
+        self.wake.set()
 
     async def close(self) -> None:
         self.task.cancel()
@@ -265,6 +341,7 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         incoming: Path | None = None,
         on_snapshot: Callable[[Message, Path], Awaitable[None]] | None = None,
         cluster: ClusterId | None = None,
+        message_host: str = "",
     ) -> None:
         self.deliver = deliver
         self.cluster = cluster
@@ -273,10 +350,92 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         self.on_snapshot = on_snapshot
         self.blocked_from: set[int] = set()
         self._closing = asyncio.Event()
+        # The TCP message stream's listener, started by the first MessagePort
+        # call, on `message_host` (the host the node serves gRPC on); "" = none.
+        self.message_host = message_host
+        self._listener: asyncio.Server | None = None
+        self._listening = asyncio.Lock()
+        self._streams: set[asyncio.StreamWriter] = set()
 
     def close(self) -> None:
         """End every incoming stream now (peers reconnect to someone alive)."""
         self._closing.set()
+        if self._listener is not None:
+            self._listener.close()
+        for writer in list(self._streams):
+            writer.close()
+
+    # -- the TCP message stream -----------------------------------------------
+
+    async def MessagePort(
+        self,
+        request: raft_pb2.MessagePortRequest,
+        context: grpc.aio.ServicerContext[
+            raft_pb2.MessagePortRequest, raft_pb2.MessagePortResponse
+        ],
+    ) -> raft_pb2.MessagePortResponse:
+        refused = self.refusal(context)
+        if refused is not None:
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            context.set_details(refused)
+            return raft_pb2.MessagePortResponse()
+        return raft_pb2.MessagePortResponse(port=await self.message_port())
+
+    async def message_port(self) -> int:
+        """The listener's port, started on first use; 0 if there is none."""
+        if not self.message_host or self._closing.is_set():
+            return 0
+        async with self._listening:
+            if self._listener is None:
+                try:
+                    self._listener = await asyncio.start_server(
+                        self._serve_stream, self.message_host, 0
+                    )
+                except OSError as exc:
+                    log.warning(
+                        "cannot listen for peer message streams on %s (%s); peers send "
+                        "over gRPC instead",
+                        self.message_host,
+                        exc,
+                    )
+                    self.message_host = ""
+                    return 0
+        port: int = self._listener.sockets[0].getsockname()[1]
+        return port
+
+    async def _serve_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self._closing.is_set() or len(self._streams) >= MAX_MESSAGE_STREAMS:
+            writer.close()
+            return
+        self._streams.add(writer)
+        peer = _peer_name(writer)
+        try:
+            _keep_alive(writer)
+            hello = raft_pb2.MessageStreamHello.FromString(
+                await asyncio.wait_for(_read_frame(reader, MAX_HELLO_BYTES), HANDSHAKE_TIMEOUT)
+            )
+            refused = self.cluster.admit(hello.cluster_id, peer) if self.cluster else None
+            _write_frame(
+                writer, raft_pb2.MessageStreamWelcome(refusal=refused or "").SerializeToString()
+            )
+            await writer.drain()
+            if refused is not None:
+                return
+            while not self._closing.is_set():
+                batch = raft_pb2.RaftBatch.FromString(await _read_frame(reader, MAX_FRAME_BYTES))
+                for pb in batch.messages:
+                    m = _decode(pb)
+                    if m.frm not in self.blocked_from:
+                        self.deliver(m)
+        except (OSError, EOFError, TimeoutError):
+            pass  # the sender went away (or never said hello): it reconnects
+        except (MalformedPeerMessage, DecodeError) as exc:
+            log.warning("closed the message stream from %s: %s", peer, exc)
+        finally:
+            self._streams.discard(writer)
+            writer.close()
 
     def refusal(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """Why the caller may not talk to this member (another cluster's
@@ -347,3 +506,48 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             log.warning("rejected a snapshot: %s", exc)
             return raft_pb2.SnapshotAck(installed=False, error=str(exc))
         return raft_pb2.SnapshotAck(installed=True)
+
+
+# -- framing, for the TCP message stream ------------------------------------------
+
+
+def host_of(address: str) -> str:
+    """The host of a `host:port` address (`[v6]:port` too)."""
+    host = address.rpartition(":")[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def _write_frame(writer: asyncio.StreamWriter, payload: bytes) -> None:
+    writer.write(FRAME_LENGTH.pack(len(payload)) + payload)
+
+
+async def _read_frame(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """One frame; MalformedPeerMessage past `limit` bytes, EOFError at the end."""
+    try:
+        (length,) = FRAME_LENGTH.unpack(await reader.readexactly(FRAME_LENGTH.size))
+        if length > limit:
+            raise MalformedPeerMessage(f"a frame of {length} bytes; the limit is {limit}")
+        return await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise EOFError("the stream ended") from None
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalive on the lines of the gRPC channels': a dead peer (or a
+    dead link) breaks the stream within about KEEPALIVE_MS plus a few probes."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_MS // 1000),
+        ("TCP_KEEPINTVL", 2),
+        ("TCP_KEEPCNT", 3),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return f"tcp:{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "tcp:?"

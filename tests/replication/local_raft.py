@@ -49,7 +49,13 @@ class LocalRaft:
         return {name: f"127.0.0.1:{port}" for name, port in ports.items()}
 
     @classmethod
-    async def open(cls, path: Path, max_frame_bytes: int = 64 << 10) -> LocalRaft:
+    async def open(
+        cls,
+        path: Path,
+        max_frame_bytes: int = 64 << 10,
+        message_hosts: dict[str, str] | None = None,
+    ) -> LocalRaft:
+        """`message_hosts`: a member's RaftSettings.message_host ("" = no TCP stream)."""
         peers = cls._peers(path)
         cluster = cls()
         for name in NAMES:
@@ -61,6 +67,7 @@ class LocalRaft:
                     peers=peers,
                     tick_interval=0.02,
                     max_frame_bytes=max_frame_bytes,
+                    message_host=(message_hosts or {}).get(name),
                     snapshot_entries=50,
                     catchup_entries=10,
                 ),
