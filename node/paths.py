@@ -15,6 +15,12 @@ What a write's failure says is exact:
   is never proposed again here; the caller retries with the same request_id,
   which applies it at most once.
 
+Many writes (MultiWrite): `write_many(frames)` hands the frames to the
+replicator together (ProposeMany: one hand-off, one wait for the commit of
+the lot) and answers each on its own, with what `write` would have answered
+it; a frame refused because this node does not lead goes through `write`
+alone (forwarded).
+
 A read: `wait_readable(consistency)` -- ReadIndex for LINEARIZABLE (dissertation
 §6.4), nothing for SERIALIZABLE -- then the service reads the shard.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 import grpc
@@ -33,7 +40,14 @@ from node.errors import InvalidArgument, OutcomeUnknown, StorageError, Unavailab
 from node.lifecycle import Lifecycle
 from node.peers import PeerChannels
 from proto import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
-from replication.replicator import Leadership, Rejected, RejectReason, Replicator
+from replication.replicator import (
+    Accepted,
+    Leadership,
+    ProposeMany,
+    Rejected,
+    RejectReason,
+    Replicator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +55,8 @@ FORWARDED_BY = "shardlite-forwarded-by"
 # A forward waits at most this long for its channel to the leader to connect;
 # a channel that never connected sent nothing, so the write can go elsewhere.
 CONNECT_WAIT = 1.0
+# A follower forwards at most this many frames of one MultiWrite at once.
+FORWARD_CONCURRENCY = 64
 
 # Rejections that say for certain the frame was not proposed (replicator.py).
 _NOT_PROPOSED = {
@@ -83,6 +99,7 @@ class Paths:
         self.lifecycle = lifecycle
         self.channels = channels
         self.leadership = replicator if isinstance(replicator, Leadership) else None
+        self.proposer = replicator if isinstance(replicator, ProposeMany) else None
         self.advertise = config.advertise or config.listen
         self.limits = frames.Limits(config.max_value_bytes, config.max_request_bytes)
 
@@ -142,6 +159,110 @@ class Paths:
                     raise OutcomeUnknown(f"committed, but {exc}") from None
         finally:
             self.applier.unregister(frame.trace_id)
+
+    async def write_many(
+        self, frames: Sequence[frame_pb2.Frame]
+    ) -> list[frame_pb2.FrameResult | Exception]:
+        """`write` for each of `frames` (each already through the gate, each its
+        own entry and index), with one hand-off to the replicator and one wait
+        for the lot. Per frame, in order: its FrameResult, or the exception
+        `write` would have raised for it alone."""
+        if not frames:
+            return []
+        try:
+            outcomes = await self._propose_many_here(frames)
+        except (Unavailable, InvalidArgument) as exc:  # before anything was proposed
+            return [exc] * len(frames)
+        if self.leadership is not None:
+            # Certainly not proposed here: each goes to the leader as `write` sends it.
+            elsewhere = [
+                i
+                for i, outcome in enumerate(outcomes)
+                if isinstance(outcome, Rejected) and outcome.reason is RejectReason.NOT_LEADER
+            ]
+            if elsewhere:
+                forwarded = await self._write_each([frames[i] for i in elsewhere])
+                for i, outcome in zip(elsewhere, forwarded, strict=True):
+                    outcomes[i] = outcome
+        return outcomes
+
+    async def _propose_many_here(
+        self, frames: Sequence[frame_pb2.Frame]
+    ) -> list[frame_pb2.FrameResult | Exception]:
+        """`propose_here` for many frames: each its waiter, one proposal of the
+        lot, one wait for their results. Raises Unavailable (or InvalidArgument
+        for a waiter that cannot be registered) before proposing anything."""
+        self.lifecycle.check()
+        registered = 0
+        try:
+            waiters = []
+            for frame in frames:
+                waiters.append(self.applier.register(frame.trace_id))
+                registered += 1
+            with self.lifecycle.writing():
+                proposed = await self._propose_all(frames)
+                accepted = [
+                    w for w, p in zip(waiters, proposed, strict=True) if isinstance(p, Accepted)
+                ]
+                unknown: OutcomeUnknown | None = None
+                if accepted:
+                    try:
+                        # One wait for every result (the applier wakes them
+                        # together, batch by batch), not one task per frame.
+                        await self.lifecycle.guard(_settle(accepted), outcome_unknown=True)
+                    except OutcomeUnknown as exc:  # the node failed meanwhile
+                        unknown = exc
+                return [_outcome(p, w, unknown) for p, w in zip(proposed, waiters, strict=True)]
+        finally:
+            for frame in frames[:registered]:
+                self.applier.unregister(frame.trace_id)
+
+    async def _propose_all(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
+        if self.proposer is not None:
+            return await self.proposer.propose_many(frames)
+
+        # A replicator without ProposeMany (test doubles): one propose per frame.
+        async def one(frame: frame_pb2.Frame) -> Accepted | Rejected:
+            try:
+                return await self.replicator.propose(frame)
+            except Rejected as rejected:
+                return rejected
+
+        return list(await asyncio.gather(*(one(frame) for frame in frames)))
+
+    async def _write_each(
+        self, frames: Sequence[frame_pb2.Frame]
+    ) -> list[frame_pb2.FrameResult | Exception]:
+        """`write` for each frame on its own (a follower forwards each), at most
+        FORWARD_CONCURRENCY at once, and in request order wherever order can
+        matter: a frame starts only once every earlier frame that touches one
+        of its keys (or carries its request_id) has been answered."""
+        gate = asyncio.Semaphore(FORWARD_CONCURRENCY)
+        loop = asyncio.get_running_loop()
+        last: dict[tuple[str, ...], asyncio.Future[None]] = {}
+
+        async def one(
+            frame: frame_pb2.Frame, after: set[asyncio.Future[None]], answered: asyncio.Future[None]
+        ) -> frame_pb2.FrameResult | Exception:
+            try:
+                for earlier in after:
+                    await earlier  # never fails: set once that write is answered
+                async with gate:
+                    return await self.write(frame)
+            except Exception as exc:
+                return exc
+            finally:
+                answered.set_result(None)
+
+        runs = []
+        for frame in frames:
+            answered: asyncio.Future[None] = loop.create_future()
+            touched = _touches(frame)
+            after = {last[t] for t in touched if t in last}
+            for t in touched:
+                last[t] = answered
+            runs.append(one(frame, after, answered))
+        return list(await asyncio.gather(*runs))
 
     async def run_forwarded(self, frame: frame_pb2.Frame) -> raft_pb2.ForwardResponse:
         """The leader's side of Forward: propose a follower's write here and
@@ -245,10 +366,7 @@ class Paths:
     async def wait_readable(self, consistency: int) -> None:
         """LINEARIZABLE: wait until this node applied everything committed before
         the read began (ReadIndex, dissertation §6.4). SERIALIZABLE: no wait."""
-        if consistency not in kv_pb2.Consistency.values():
-            raise InvalidArgument(
-                f"unknown consistency {consistency}: use LINEARIZABLE (0) or SERIALIZABLE (1)"
-            )
+        check_consistency(consistency)
         self.lifecycle.check()
         if consistency != kv_pb2.LINEARIZABLE or self.config.unsafe_stale_reads:
             return
@@ -268,6 +386,63 @@ class Paths:
                     ) from None
             await self._leader_settles(deadline)
         await self.applier.wait_applied(index)
+
+
+def _touches(frame: frame_pb2.Frame) -> set[tuple[str, ...]]:
+    """What orders a frame against others: the keys it writes or checks, and its request_id."""
+    where = (frame.org, frame.namespace)
+    touched: set[tuple[str, ...]] = {
+        (*where, op.put.key if op.HasField("put") else op.delete.key) for op in frame.ops
+    }
+    touched.update((*where, condition.key) for condition in frame.conditions)
+    if frame.request_id.client_id:
+        touched.add(("request_id", frame.request_id.client_id, str(frame.request_id.seq)))
+    return touched
+
+
+def check_consistency(consistency: int) -> None:
+    if consistency not in kv_pb2.Consistency.values():
+        raise InvalidArgument(
+            f"unknown consistency {consistency}: use LINEARIZABLE (0) or SERIALIZABLE (1)"
+        )
+
+
+async def _settle(futures: list[asyncio.Future[frame_pb2.FrameResult]]) -> None:
+    """Return once every future is done (their outcomes stay in them). Awaiting
+    them in turn costs one wake-up per apply batch: the ones after the first
+    are mostly done by then."""
+    for future in futures:
+        if future.done():
+            continue
+        try:
+            await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not future.cancelled() or (task is not None and task.cancelling()):
+                raise  # this wait was cancelled, not only that waiter
+        except Exception:
+            pass  # its outcome stays in the future
+
+
+def _outcome(
+    proposed: Accepted | Rejected,
+    waiter: asyncio.Future[frame_pb2.FrameResult],
+    unknown: OutcomeUnknown | None,
+) -> frame_pb2.FrameResult | Exception:
+    """What `propose_here` would have returned or raised for one frame."""
+    if isinstance(proposed, Rejected):
+        if proposed.reason in _NOT_PROPOSED:
+            return proposed
+        return OutcomeUnknown(str(proposed))
+    if not waiter.done() or waiter.cancelled():
+        # Committed; the node failed before it could say what applying said.
+        return unknown or OutcomeUnknown("committed, but no result was reported")
+    error = waiter.exception()
+    if error is None:
+        return waiter.result()
+    if isinstance(error, StorageError | Unavailable):
+        return OutcomeUnknown(f"committed, but {error}")
+    return error if isinstance(error, Exception) else OutcomeUnknown(str(error))
 
 
 _FORWARD_REASON = {

@@ -4,8 +4,10 @@ Builds every service's method handlers from its descriptor (KV, Maintenance,
 Cluster, the peer service, Faults). Requests arrive as raw bytes and are
 parsed here, so a malformed request is INVALID_ARGUMENT with a message (grpc's
 own deserializer would answer a bare INTERNAL). Our exceptions become
-statuses here and nowhere else; a status relayed from another node (a
-request passed on to the leader) keeps its code and message.
+statuses here and nowhere else -- the status of a call, or one op's OpError
+inside a MultiWrite or MultiGet (`op_error`), with the same code and message
+the unary RPC would end with; a status relayed from another node (a request
+passed on to the leader) keeps its code and message.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
 from node import errors
+from proto import kv_pb2
 from replication.replicator import MalformedPeerMessage, Rejected, RejectReason
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,17 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
             return code, str(exc), hint
     log.exception("unexpected error in a handler", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}", ""
+
+
+def op_error(exc: Exception) -> kv_pb2.OpError:
+    """One op's failure inside a multi call: what the unary RPC's status would say."""
+    code, message, hint = status_for(exc)
+    error = kv_pb2.OpError(code=code.value[0], message=message, leader_hint=hint)
+    if isinstance(exc, errors.ConditionFailed):
+        error.failed_key = exc.key
+        error.failed_expected = exc.expected
+        error.failed_actual = exc.actual
+    return error
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
-from node import frames, names
+from node import frames, names, rpc
 from node.applier import Applier
 from node.config import NodeConfig
 from node.errors import (
@@ -22,7 +21,7 @@ from node.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from node.paths import Paths
+from node.paths import Paths, check_consistency
 from node.shard import LIST_CHUNK_BYTES, scan
 from node.shards import ShardStore
 from proto import frame_pb2, kv_pb2
@@ -33,6 +32,11 @@ from replication.replicator import Compacted, Replicator
 LIST_MAX_SECONDS = 60.0
 # Concurrent Subscribe streams one node serves.
 MAX_SUBSCRIBE_STREAMS = 256
+# Writes in one MultiWrite, gets in one MultiGet (like a Batch's ops).
+MAX_MULTI_OPS = 10_000
+# What one found get adds to a MultiGet answer besides its value and key (tags,
+# lengths, the version and the found flag), an upper bound.
+GET_RESULT_BYTES = 32
 
 
 class KVService:
@@ -59,44 +63,111 @@ class KVService:
     # -- writes -------------------------------------------------------------
 
     async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
-        frame = self._frame(request.org, request.namespace, request.request_id)
-        frame.ops.add(put=frame_pb2.PutOp(key=request.key, value=request.value))
-        if request.HasField("expected_version"):
-            frame.conditions.add(key=request.key, version=request.expected_version)
-        result = await self._write(frame)
-        return kv_pb2.PutResponse(index=result.index, version=result.results[0].version)
+        return _put_response(await self._write(_put_frame(request)))
 
     async def Delete(self, request: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
-        frame = self._frame(request.org, request.namespace, request.request_id)
-        frame.ops.add(delete=frame_pb2.DeleteOp(key=request.key))
-        if request.HasField("expected_version"):
-            frame.conditions.add(key=request.key, version=request.expected_version)
-        result = await self._write(frame)
-        return kv_pb2.DeleteResponse(index=result.index, deleted=result.results[0].deleted)
+        return _delete_response(await self._write(_delete_frame(request)))
 
     async def Batch(self, request: kv_pb2.BatchRequest, context: Any) -> kv_pb2.BatchResponse:
-        frame = self._frame(request.org, request.namespace, request.request_id)
-        frame.ops.extend(request.ops)
-        frame.conditions.extend(request.conditions)
-        result = await self._write(frame)
-        return kv_pb2.BatchResponse(index=result.index, results=result.results)
-
-    def _frame(self, org: str, namespace: str, request_id: frame_pb2.RequestId) -> frame_pb2.Frame:
-        """The raw frame of a request; `_write` sends it through the gate."""
-        frame = frame_pb2.Frame(org=org, namespace=namespace, trace_id=os.urandom(16))
-        frame.request_id.CopyFrom(request_id)
-        return frame
+        return _batch_response(await self._write(_batch_frame(request)))
 
     async def _write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
-        result = await self.paths.write(frames.gate(frame, self.limits))
-        if result.invalid:
-            # Refused when applied (the gate let it through, the shard did not).
-            raise InvalidArgument(f"the write was refused when applied: {result.invalid}")
-        if result.condition_failed:
-            raise ConditionFailed(result.failed_key, result.failed_expected, result.failed_actual)
-        return result
+        return _checked(await self.paths.write(frames.gate(frame, self.limits)))
+
+    async def MultiWrite(
+        self, request: kv_pb2.MultiWriteRequest, context: Any
+    ) -> kv_pb2.MultiWriteResponse:
+        """Each write as the unary RPC of its kind would run it (its own frame,
+        index and status), the valid ones proposed together. The call itself
+        fails only for what is the call's: more than MAX_MULTI_OPS writes."""
+        writes = request.writes
+        if len(writes) > MAX_MULTI_OPS:
+            raise InvalidArgument(
+                f"MultiWrite has {len(writes)} writes; the limit is {MAX_MULTI_OPS}: "
+                "split it into several calls"
+            )
+        results: list[kv_pb2.WriteResult | None] = [None] * len(writes)
+        gated: list[frame_pb2.Frame] = []
+        kinds: list[tuple[int, str]] = []
+        for position, write in enumerate(writes):
+            kind = write.WhichOneof("write")
+            try:
+                if kind is None:
+                    raise InvalidArgument(
+                        f"write {position} is neither a put, a delete nor a batch"
+                    )
+                frame = _FRAME_OF[kind](getattr(write, kind))
+                gated.append(frames.gate(frame, self.limits))
+            except InvalidArgument as exc:
+                results[position] = kv_pb2.WriteResult(error=rpc.op_error(exc))
+                continue
+            kinds.append((position, kind))
+        outcomes = await self.paths.write_many(gated)
+        for (position, of_kind), outcome in zip(kinds, outcomes, strict=True):
+            results[position] = _write_result(of_kind, outcome)
+        return kv_pb2.MultiWriteResponse(results=_every(results))
 
     # -- reads --------------------------------------------------------------
+
+    async def MultiGet(
+        self, request: kv_pb2.MultiGetRequest, context: Any
+    ) -> kv_pb2.MultiGetResponse:
+        """Every get as Get would answer it, with one ReadIndex barrier for all
+        the LINEARIZABLE ones (taken after the call arrived, so each sees every
+        write acknowledged before it). A get whose value would push the answer
+        past the node's message size fails alone (RESOURCE_EXHAUSTED: read it
+        with Get)."""
+        gets = request.gets
+        if len(gets) > MAX_MULTI_OPS:
+            raise InvalidArgument(
+                f"MultiGet has {len(gets)} gets; the limit is {MAX_MULTI_OPS}: "
+                "split it into several calls"
+            )
+        results: list[kv_pb2.GetResult | None] = [None] * len(gets)
+        valid: list[tuple[int, str, str, str, bool]] = []
+        for position, get in enumerate(gets):
+            try:
+                org = names.check_org(get.org)
+                namespace = names.check_namespace(get.namespace)
+                key = names.check_key(get.key)
+                check_consistency(get.consistency)
+            except InvalidArgument as exc:
+                results[position] = kv_pb2.GetResult(error=rpc.op_error(exc))
+                continue
+            valid.append((position, org, namespace, key, get.consistency == kv_pb2.LINEARIZABLE))
+        barrier: dict[bool, Exception | None] = {}
+        for linearizable in sorted({v[4] for v in valid}, reverse=True):
+            try:
+                await self.paths.wait_readable(
+                    kv_pb2.LINEARIZABLE if linearizable else kv_pb2.SERIALIZABLE
+                )
+                barrier[linearizable] = None
+            except (Unavailable, InvalidArgument) as exc:
+                barrier[linearizable] = exc
+        room = self.config.max_request_bytes - frames.STREAM_OVERHEAD_BYTES
+        for position, org, namespace, key, linearizable in valid:
+            refused = barrier[linearizable]
+            if refused is not None:
+                results[position] = kv_pb2.GetResult(error=rpc.op_error(refused))
+                continue
+            with self.store.use(org, namespace, create=False) as shard:
+                found = shard.get(key) if shard is not None else None
+            if found is None:
+                results[position] = kv_pb2.GetResult(get=kv_pb2.GetResponse(found=False))
+                continue
+            room -= len(found[0]) + len(key) + GET_RESULT_BYTES
+            if room < 0:
+                exhausted = ResourceExhausted(
+                    f"get {position}: the answer would pass the node's "
+                    f"{self.config.max_request_bytes}-byte messages; read this key with Get "
+                    "or in a smaller MultiGet"
+                )
+                results[position] = kv_pb2.GetResult(error=rpc.op_error(exhausted))
+                continue
+            results[position] = kv_pb2.GetResult(
+                get=kv_pb2.GetResponse(found=True, value=found[0], version=found[1])
+            )
+        return kv_pb2.MultiGetResponse(results=_every(results))
 
     async def Get(self, request: kv_pb2.GetRequest, context: Any) -> kv_pb2.GetResponse:
         org = names.check_org(request.org)
@@ -223,3 +294,90 @@ class KVService:
                 else self.paths.advertise
             ),
         )
+
+
+# -- requests to frames, results to responses ------------------------------------
+
+
+R = TypeVar("R")
+
+
+def _every(results: list[R | None]) -> list[R]:
+    """The results of a multi call, once every position holds one."""
+    missing = [position for position, result in enumerate(results) if result is None]
+    assert not missing, f"no result for ops {missing[:10]}"
+    return [result for result in results if result is not None]
+
+
+def _new_frame(org: str, namespace: str, request_id: frame_pb2.RequestId) -> frame_pb2.Frame:
+    """The raw frame of a request; the gate makes it canonical (and gives it
+    its trace_id)."""
+    frame = frame_pb2.Frame(org=org, namespace=namespace)
+    frame.request_id.CopyFrom(request_id)
+    return frame
+
+
+def _put_frame(request: kv_pb2.PutRequest) -> frame_pb2.Frame:
+    frame = _new_frame(request.org, request.namespace, request.request_id)
+    frame.ops.add(put=frame_pb2.PutOp(key=request.key, value=request.value))
+    if request.HasField("expected_version"):
+        frame.conditions.add(key=request.key, version=request.expected_version)
+    return frame
+
+
+def _delete_frame(request: kv_pb2.DeleteRequest) -> frame_pb2.Frame:
+    frame = _new_frame(request.org, request.namespace, request.request_id)
+    frame.ops.add(delete=frame_pb2.DeleteOp(key=request.key))
+    if request.HasField("expected_version"):
+        frame.conditions.add(key=request.key, version=request.expected_version)
+    return frame
+
+
+def _batch_frame(request: kv_pb2.BatchRequest) -> frame_pb2.Frame:
+    frame = _new_frame(request.org, request.namespace, request.request_id)
+    frame.ops.extend(request.ops)
+    frame.conditions.extend(request.conditions)
+    return frame
+
+
+_FRAME_OF: dict[str, Callable[[Any], frame_pb2.Frame]] = {
+    "put": _put_frame,
+    "delete": _delete_frame,
+    "batch": _batch_frame,
+}
+
+
+def _checked(result: frame_pb2.FrameResult) -> frame_pb2.FrameResult:
+    """The result of an applied write, or what its applying refused."""
+    if result.invalid:
+        # Refused when applied (the gate let it through, the shard did not).
+        raise InvalidArgument(f"the write was refused when applied: {result.invalid}")
+    if result.condition_failed:
+        raise ConditionFailed(result.failed_key, result.failed_expected, result.failed_actual)
+    return result
+
+
+def _put_response(result: frame_pb2.FrameResult) -> kv_pb2.PutResponse:
+    return kv_pb2.PutResponse(index=result.index, version=result.results[0].version)
+
+
+def _delete_response(result: frame_pb2.FrameResult) -> kv_pb2.DeleteResponse:
+    return kv_pb2.DeleteResponse(index=result.index, deleted=result.results[0].deleted)
+
+
+def _batch_response(result: frame_pb2.FrameResult) -> kv_pb2.BatchResponse:
+    return kv_pb2.BatchResponse(index=result.index, results=result.results)
+
+
+def _write_result(kind: str, outcome: frame_pb2.FrameResult | Exception) -> kv_pb2.WriteResult:
+    try:
+        if isinstance(outcome, Exception):
+            raise outcome
+        result = _checked(outcome)
+    except Exception as exc:
+        return kv_pb2.WriteResult(error=rpc.op_error(exc))
+    if kind == "put":
+        return kv_pb2.WriteResult(put=_put_response(result))
+    if kind == "delete":
+        return kv_pb2.WriteResult(delete=_delete_response(result))
+    return kv_pb2.WriteResult(batch=_batch_response(result))

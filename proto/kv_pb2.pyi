@@ -537,6 +537,238 @@ class StatusResponse(_message.Message):
 Global___StatusResponse: _TypeAlias = StatusResponse  # noqa: Y015
 
 @_typing.final
+class WriteRequest(_message.Message):
+    """-- many independent operations in one call ------------------------------
+
+    One write of a MultiWrite: exactly what the unary RPC of the same name takes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUT_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def put(self) -> Global___PutRequest: ...
+    @_builtins.property
+    def delete(self) -> Global___DeleteRequest: ...
+    @_builtins.property
+    def batch(self) -> Global___BatchRequest: ...
+    def __init__(
+        self,
+        *,
+        put: Global___PutRequest | None = ...,
+        delete: Global___DeleteRequest | None = ...,
+        batch: Global___BatchRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "delete", b"delete", "put", b"put", "write", b"write"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "delete", b"delete", "put", b"put", "write", b"write"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_write: _TypeAlias = _typing.Literal["put", "delete", "batch"]  # noqa: Y015
+    _WhichOneofArgType_write: _TypeAlias = _typing.Literal["write", b"write"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_write) -> _WhichOneofReturnType_write | None: ...
+
+Global___WriteRequest: _TypeAlias = WriteRequest  # noqa: Y015
+
+@_typing.final
+class MultiWriteRequest(_message.Message):
+    """Many independent writes: each is its own frame (its own request_id, index and
+    versions) and succeeds or fails alone; none waits for another's condition.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WRITES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def writes(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteRequest]: ...
+    def __init__(
+        self,
+        *,
+        writes: _abc.Iterable[Global___WriteRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["writes", b"writes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MultiWriteRequest: _TypeAlias = MultiWriteRequest  # noqa: Y015
+
+@_typing.final
+class OpError(_message.Message):
+    """Why one op of a multi call failed: the status the unary RPC would have ended
+    with, and its message.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FAILED_KEY_FIELD_NUMBER: _builtins.int
+    FAILED_EXPECTED_FIELD_NUMBER: _builtins.int
+    FAILED_ACTUAL_FIELD_NUMBER: _builtins.int
+    LEADER_HINT_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """A gRPC status code number (google.rpc.Code): 3 INVALID_ARGUMENT,
+    9 FAILED_PRECONDITION, 14 UNAVAILABLE, ...
+    """
+    message: _builtins.str
+    failed_key: _builtins.str
+    """FAILED_PRECONDITION (a condition did not hold): the key, the version the
+    write expected and the key's version (0 = absent), as in FrameResult.
+    """
+    failed_expected: _builtins.int
+    failed_actual: _builtins.int
+    leader_hint: _builtins.str
+    """UNAVAILABLE: where the leader serves, when known (the unary RPCs send it
+    as the trailing metadata shardlite-leader).
+    """
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        failed_key: _builtins.str = ...,
+        failed_expected: _builtins.int = ...,
+        failed_actual: _builtins.int = ...,
+        leader_hint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "failed_actual", b"failed_actual", "failed_expected", b"failed_expected", "failed_key", b"failed_key", "leader_hint", b"leader_hint", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpError: _TypeAlias = OpError  # noqa: Y015
+
+@_typing.final
+class WriteResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUT_FIELD_NUMBER: _builtins.int
+    DELETE_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def put(self) -> Global___PutResponse: ...
+    @_builtins.property
+    def delete(self) -> Global___DeleteResponse: ...
+    @_builtins.property
+    def batch(self) -> Global___BatchResponse: ...
+    @_builtins.property
+    def error(self) -> Global___OpError: ...
+    def __init__(
+        self,
+        *,
+        put: Global___PutResponse | None = ...,
+        delete: Global___DeleteResponse | None = ...,
+        batch: Global___BatchResponse | None = ...,
+        error: Global___OpError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "delete", b"delete", "error", b"error", "put", b"put", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "delete", b"delete", "error", b"error", "put", b"put", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["put", "delete", "batch", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___WriteResult: _TypeAlias = WriteResult  # noqa: Y015
+
+@_typing.final
+class MultiWriteResponse(_message.Message):
+    """One result per write, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriteResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___WriteResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MultiWriteResponse: _TypeAlias = MultiWriteResponse  # noqa: Y015
+
+@_typing.final
+class MultiGetRequest(_message.Message):
+    """Many reads: one ReadIndex round for every LINEARIZABLE get of the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def gets(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetRequest]: ...
+    def __init__(
+        self,
+        *,
+        gets: _abc.Iterable[Global___GetRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gets", b"gets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MultiGetRequest: _TypeAlias = MultiGetRequest  # noqa: Y015
+
+@_typing.final
+class GetResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GET_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def get(self) -> Global___GetResponse: ...
+    @_builtins.property
+    def error(self) -> Global___OpError: ...
+    def __init__(
+        self,
+        *,
+        get: Global___GetResponse | None = ...,
+        error: Global___OpError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "get", b"get", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "get", b"get", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["get", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___GetResult: _TypeAlias = GetResult  # noqa: Y015
+
+@_typing.final
+class MultiGetResponse(_message.Message):
+    """One result per get, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___GetResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MultiGetResponse: _TypeAlias = MultiGetResponse  # noqa: Y015
+
+@_typing.final
 class BackupRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

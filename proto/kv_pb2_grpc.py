@@ -74,6 +74,16 @@ class KVStub:
                 request_serializer=proto_dot_kv__pb2.StatusRequest.SerializeToString,
                 response_deserializer=proto_dot_kv__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.MultiWrite = channel.unary_unary(
+                '/shardlite.v1.KV/MultiWrite',
+                request_serializer=proto_dot_kv__pb2.MultiWriteRequest.SerializeToString,
+                response_deserializer=proto_dot_kv__pb2.MultiWriteResponse.FromString,
+                _registered_method=True)
+        self.MultiGet = channel.unary_unary(
+                '/shardlite.v1.KV/MultiGet',
+                request_serializer=proto_dot_kv__pb2.MultiGetRequest.SerializeToString,
+                response_deserializer=proto_dot_kv__pb2.MultiGetResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -127,6 +137,20 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MultiWrite(self, request, context):
+        """Many independent writes in one call, each acknowledged on its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MultiGet(self, request, context):
+        """Many gets in one call, each answered on its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +193,16 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_kv__pb2.StatusRequest.FromString,
                     response_serializer=proto_dot_kv__pb2.StatusResponse.SerializeToString,
+            ),
+            'MultiWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.MultiWrite,
+                    request_deserializer=proto_dot_kv__pb2.MultiWriteRequest.FromString,
+                    response_serializer=proto_dot_kv__pb2.MultiWriteResponse.SerializeToString,
+            ),
+            'MultiGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.MultiGet,
+                    request_deserializer=proto_dot_kv__pb2.MultiGetRequest.FromString,
+                    response_serializer=proto_dot_kv__pb2.MultiGetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +421,60 @@ class KV:
             '/shardlite.v1.KV/Status',
             proto_dot_kv__pb2.StatusRequest.SerializeToString,
             proto_dot_kv__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MultiWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardlite.v1.KV/MultiWrite',
+            proto_dot_kv__pb2.MultiWriteRequest.SerializeToString,
+            proto_dot_kv__pb2.MultiWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MultiGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shardlite.v1.KV/MultiGet',
+            proto_dot_kv__pb2.MultiGetRequest.SerializeToString,
+            proto_dot_kv__pb2.MultiGetResponse.FromString,
             options,
             channel_credentials,
             insecure,

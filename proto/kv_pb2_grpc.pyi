@@ -39,6 +39,10 @@ class KVStub:
     ListNamespaces: _grpc.UnaryUnaryMultiCallable[_kv_pb2.ListNamespacesRequest, _kv_pb2.ListNamespacesResponse]
     Subscribe: _grpc.UnaryStreamMultiCallable[_kv_pb2.SubscribeRequest, _kv_pb2.SubscribeResponse]
     Status: _grpc.UnaryUnaryMultiCallable[_kv_pb2.StatusRequest, _kv_pb2.StatusResponse]
+    MultiWrite: _grpc.UnaryUnaryMultiCallable[_kv_pb2.MultiWriteRequest, _kv_pb2.MultiWriteResponse]
+    """Many independent writes in one call, each acknowledged on its own."""
+    MultiGet: _grpc.UnaryUnaryMultiCallable[_kv_pb2.MultiGetRequest, _kv_pb2.MultiGetResponse]
+    """Many gets in one call, each answered on its own."""
 
 @_typing.type_check_only
 class KVAsyncStub(KVStub):
@@ -51,6 +55,10 @@ class KVAsyncStub(KVStub):
     ListNamespaces: _aio.UnaryUnaryMultiCallable[_kv_pb2.ListNamespacesRequest, _kv_pb2.ListNamespacesResponse]  # type: ignore[assignment]
     Subscribe: _aio.UnaryStreamMultiCallable[_kv_pb2.SubscribeRequest, _kv_pb2.SubscribeResponse]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_kv_pb2.StatusRequest, _kv_pb2.StatusResponse]  # type: ignore[assignment]
+    MultiWrite: _aio.UnaryUnaryMultiCallable[_kv_pb2.MultiWriteRequest, _kv_pb2.MultiWriteResponse]  # type: ignore[assignment]
+    """Many independent writes in one call, each acknowledged on its own."""
+    MultiGet: _aio.UnaryUnaryMultiCallable[_kv_pb2.MultiGetRequest, _kv_pb2.MultiGetResponse]  # type: ignore[assignment]
+    """Many gets in one call, each answered on its own."""
 
 class KVServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -108,6 +116,22 @@ class KVServicer(metaclass=_abc_1.ABCMeta):
         request: _kv_pb2.StatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_kv_pb2.StatusResponse, _abc.Awaitable[_kv_pb2.StatusResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def MultiWrite(
+        self,
+        request: _kv_pb2.MultiWriteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kv_pb2.MultiWriteResponse, _abc.Awaitable[_kv_pb2.MultiWriteResponse]]:
+        """Many independent writes in one call, each acknowledged on its own."""
+
+    @_abc_1.abstractmethod
+    def MultiGet(
+        self,
+        request: _kv_pb2.MultiGetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kv_pb2.MultiGetResponse, _abc.Awaitable[_kv_pb2.MultiGetResponse]]:
+        """Many gets in one call, each answered on its own."""
 
 def add_KVServicer_to_server(servicer: KVServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

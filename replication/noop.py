@@ -2,7 +2,8 @@
 
 Still durable: each frame is appended to a FrameLog and fsynced before it is
 accepted. Proposals that arrive while an fsync runs are written together with
-the next one (group commit), so N concurrent writers share one fsync.
+the next one (group commit), so N concurrent writers share one fsync; the
+frames of one `propose_many` share one future as well.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from proto import frame_pb2
@@ -49,7 +50,10 @@ class NoopReplicator:
         # Invariant: _durable_index == _log.last_index once no append is running.
         self._durable_index = self._log.last_index
         self._first_index = self._log.first_index
-        self._pending: list[tuple[bytes, asyncio.Future[int]]] = []
+        # Waiting to be written: the frames of one proposal, and a future for
+        # the index of its first frame (the others follow it, in order).
+        self._pending: list[tuple[list[bytes], asyncio.Future[int]]] = []
+        self._pending_frames = 0
         self._wakeup = asyncio.Event()
         self._durable = asyncio.Condition()
         self._closing = False
@@ -71,23 +75,66 @@ class NoopReplicator:
     def _storage_failed(self) -> Rejected:
         return Rejected(RejectReason.STORAGE_FAILED, f"the frame log failed: {self._failed}")
 
-    async def propose(self, frame: frame_pb2.Frame) -> Accepted:
+    def _refusal(self) -> Rejected | None:
+        """Why no frame can be taken now, or None."""
         if self._failed is not None:
-            raise self._storage_failed()
+            return self._storage_failed()
         if self._closing:
-            raise Rejected(RejectReason.SHUTTING_DOWN)
-        data = frame.SerializeToString()
+            return Rejected(RejectReason.SHUTTING_DOWN)
+        return None
+
+    def _frame_refusal(self, data: bytes, taking: int = 0) -> Rejected | None:
+        """Why this one frame cannot be taken now (its size, the queue counting
+        `taking` frames of the same call before it), or None."""
         if len(data) > self.max_frame_bytes:
-            raise Rejected(
+            return Rejected(
                 RejectReason.TOO_LARGE,
                 f"frame is {len(data)} bytes; the limit is {self.max_frame_bytes}",
             )
-        if len(self._pending) >= self.max_pending:
-            raise Rejected(RejectReason.QUEUE_FULL, f"{self.max_pending} proposals waiting")
+        if self._pending_frames + taking >= self.max_pending:
+            return Rejected(RejectReason.QUEUE_FULL, f"{self.max_pending} proposals waiting")
+        return None
+
+    def _enqueue(self, datas: list[bytes]) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((data, future))
+        self._pending.append((datas, future))
+        self._pending_frames += len(datas)
         self._wakeup.set()
-        return Accepted(await future)
+        return future
+
+    async def propose(self, frame: frame_pb2.Frame) -> Accepted:
+        data = frame.SerializeToString()
+        refusal = self._refusal() or self._frame_refusal(data)
+        if refusal is not None:
+            raise refusal
+        return Accepted(await self._enqueue([data]))
+
+    async def propose_many(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
+        """Every frame its own index, in order, written with one append."""
+        refusal = self._refusal()
+        if refusal is not None:
+            return [refusal] * len(frames)
+        outcomes: list[Accepted | Rejected | None] = []
+        datas: list[bytes] = []
+        for frame in frames:
+            data = frame.SerializeToString()
+            frame_refusal = self._frame_refusal(data, len(datas))
+            outcomes.append(frame_refusal)
+            if frame_refusal is None:
+                datas.append(data)
+        if not datas:
+            return [o for o in outcomes if o is not None]
+        try:
+            first = await self._enqueue(datas)
+        except Rejected as exc:  # the log failed: every frame of the lot
+            return [o if o is not None else exc for o in outcomes]
+        taken: list[Accepted | Rejected] = []
+        for outcome in outcomes:
+            if outcome is None:
+                outcome = Accepted(first)
+                first += 1
+            taken.append(outcome)
+        return taken
 
     async def _write_loop(self) -> None:
         while True:
@@ -95,39 +142,41 @@ class NoopReplicator:
             self._wakeup.clear()
             while self._pending:
                 batch, self._pending = self._pending, []
+                self._pending_frames = 0
                 await self._write_batch(batch)
             if self._closing:
                 return
 
-    async def _write_batch(self, batch: list[tuple[bytes, asyncio.Future[int]]]) -> None:
+    async def _write_batch(self, batch: list[tuple[list[bytes], asyncio.Future[int]]]) -> None:
         if self._failed is not None:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(self._storage_failed())
             return
         first = self._durable_index + 1
+        records = [data for datas, _ in batch for data in datas]
         try:
             # Shielded: a cancelled proposer must not leave a half-written batch.
-            last = await asyncio.shield(
-                asyncio.to_thread(self._log.append, [data for data, _ in batch])
-            )
+            last = await asyncio.shield(asyncio.to_thread(self._log.append, records))
         except Exception as exc:  # an fsync or write error: stop accepting anything
             await self._fail(exc, batch)
             return
-        assert last == first + len(batch) - 1
+        assert last == first + len(records) - 1
         self._durable_index = last
-        for i, (_, future) in enumerate(batch):
+        for datas, future in batch:
             if not future.done():
-                future.set_result(first + i)
+                future.set_result(first)
+            first += len(datas)
         async with self._durable:
             self._durable.notify_all()
 
     async def _fail(
-        self, exc: BaseException, batch: list[tuple[bytes, asyncio.Future[int]]]
+        self, exc: BaseException, batch: list[tuple[list[bytes], asyncio.Future[int]]]
     ) -> None:
         log.critical("the frame log failed: %s", exc, exc_info=exc)
         self._failed = exc
         waiting, self._pending = self._pending, []
+        self._pending_frames = 0
         for _, future in batch + waiting:
             if not future.done():
                 future.set_exception(self._storage_failed())

@@ -110,7 +110,7 @@ class Replicator(Protocol):
 # What only some replicators can do is asked for, not type-checked: the node
 # tests `isinstance(replicator, Leadership)` (a structural check, like Go's
 # interface assertion in hashicorp/raft's WithPeers) and gets the capability or
-# runs without it. The no-op replicator has none of these; Raft has all.
+# runs without it. The no-op replicator has only ProposeMany; Raft has all.
 
 
 @runtime_checkable
@@ -133,6 +133,22 @@ class Leadership(Protocol):
 
     def peer_metadata(self) -> tuple[tuple[str, str], ...]:
         """What a call to another member carries (the cluster's id)."""
+        ...
+
+
+@runtime_checkable
+class ProposeMany(Protocol):
+    """Many frames proposed at once (a MultiWrite): one hand-off to the
+    replicator and one wait for the lot, instead of one per frame."""
+
+    async def propose_many(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
+        """Order each frame as its own entry (its own index: a version names one
+        value), in the given order; return once every frame that was taken is
+        committed. One outcome per frame, in order, with the meanings of
+        `propose`: Accepted(index), or the Rejected that `propose` would have
+        raised for it. A refusal of one frame (too large, the pending bounds)
+        leaves the others alone; a refusal of the replicator (not leader,
+        shutting down) is every frame's. Never raises Rejected itself."""
         ...
 
 

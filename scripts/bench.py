@@ -3,11 +3,14 @@
     python -m scripts.bench                      # the default comparison (~7 min)
     python -m scripts.bench --quick              # the same cases, shorter (~2 min)
     python -m scripts.bench --targets shardlite,etcd --case put@64 --case get=90,put=10@256
+    python -m scripts.bench --targets shardlite-client,shardlite,etcd --case put@64
     python -m scripts.bench --report docs/bench-results/RUN.json   # table and plot again
 
-Starts every target once (shardlite: a local 3-node cluster; etcd: 3 members
-on loopback, default fsync; echo: grpc.aio answering shardlite's KV API with
-no work), seeds --keys keys, then for each repetition runs every case against
+Starts every target once (shardlite: a local 3-node cluster; shardlite-client:
+the same cluster through the AsyncClient, which coalesces the concurrent
+callers of each generator process into MultiWrite/MultiGet calls; etcd: 3
+members on loopback, default fsync; echo: grpc.aio answering shardlite's KV
+API with no work), seeds --keys keys, then for each repetition runs every case against
 every target back to back (A B A B ...), so each pair of runs shares the
 machine's noise and the ratios are taken pair by pair. The same closed-loop
 generator (scripts/bench_load.py) drives them all. Every run is written, as it
@@ -47,6 +50,7 @@ from scripts.bench_stats import pair_runs, summarise_pairs, summarise_target
 from scripts.bench_targets import (
     EchoTarget,
     EtcdTarget,
+    ShardliteClientTarget,
     ShardliteTarget,
     Target,
     ensure_etcd,
@@ -56,12 +60,30 @@ from scripts.bench_targets import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = 1
-TARGETS = ("shardlite", "etcd", "echo")
+TARGETS = ("shardlite", "shardlite-client", "etcd", "echo")
+# Ratios reported, (base, other): base's ops/s over other's, pair by pair.
+PAIRS = (
+    ("shardlite", "etcd"),
+    ("shardlite-client", "etcd"),
+    ("shardlite-client", "shardlite"),
+    ("shardlite", "echo"),
+    ("etcd", "echo"),
+)
+_SHARDLITE_DURABILITY = (
+    "a write is acknowledged after its Raft entry is fsynced on a majority (the "
+    "leader's log and a follower's) and applied on the answering node"
+)
+# The ratio columns of the table: (base, other, with the p99 ratio too).
+TABLE_RATIOS = (
+    ("shardlite", "etcd", True),
+    ("shardlite-client", "etcd", True),
+    ("shardlite-client", "shardlite", False),
+    ("shardlite", "echo", False),
+)
 DURABILITY = {
-    "shardlite": (
-        "a write is acknowledged after its Raft entry is fsynced on a majority (the "
-        "leader's log and a follower's) and applied on the answering node"
-    ),
+    "shardlite": _SHARDLITE_DURABILITY,
+    "shardlite-client": _SHARDLITE_DURABILITY
+    + " (each op of a coalesced call is its own Raft entry, acknowledged on its own)",
     "etcd": (
         "a write is acknowledged after its Raft entry is fsynced in the WAL of a "
         "majority and applied (etcd's defaults; no --unsafe-no-fsync)"
@@ -98,10 +120,11 @@ def default_cases(quick: bool) -> list[Case]:
         Case("put-64", "put", 64),
         Case("get-64", "get", 64),
         # The echo server answers both reads alike: its get-64 is the ceiling.
-        Case("sget-64", "sget", 64, ("shardlite", "etcd")),
+        Case("sget-64", "sget", 64, ("shardlite", "shardlite-client", "etcd")),
     ]
     if not quick:
-        cases += [Case(f"put-{n}", "put", n, ("shardlite", "etcd")) for n in (8, 256)]
+        sweep = ("shardlite", "shardlite-client", "etcd")
+        cases += [Case(f"put-{n}", "put", n, sweep) for n in (8, 256)]
     return cases
 
 
@@ -158,9 +181,16 @@ def machine_info(etcd_binary: str | None) -> dict[str, Any]:
 # -- running ----------------------------------------------------------------------
 
 
-def make_target(name: str, base: Path, args: argparse.Namespace) -> Target:
+def make_target(
+    name: str, base: Path, args: argparse.Namespace, started: dict[str, Target]
+) -> Target:
     if name == "shardlite":
         return ShardliteTarget(base, nodes=args.nodes)
+    if name == "shardlite-client":
+        shared = started.get("shardlite")
+        if isinstance(shared, ShardliteTarget):
+            return ShardliteClientTarget(shared, shared=True)
+        return ShardliteClientTarget(ShardliteTarget(base, nodes=args.nodes), shared=False)
     if name == "etcd":
         return EtcdTarget(base, members=args.nodes, binary=args.etcd_binary)
     return EchoTarget(base, value_bytes=args.value_bytes)
@@ -218,11 +248,12 @@ def run_benchmark(args: argparse.Namespace, cases: list[Case], out_path: Path) -
     try:
         for name in names:
             say(f"starting {name} ...")
-            target = make_target(name, base, args)
+            target = make_target(name, base, args, targets)
             targets[name] = target
             target.start()
             spec = replace(base_spec(args), api=target.api)
-            asyncio.run(prefill(target.api, target.endpoints()[0], spec))
+            if not getattr(target, "shared", False):  # a shared cluster is seeded already
+                asyncio.run(prefill(target.api, target.endpoints()[0], spec))
             record["targets"][name] = target.describe()
             say(f"{name} serving, {args.keys} keys written: {target.describe()}")
         total = sum(len([t for t in c.targets if t in targets]) for c in cases) * args.reps
@@ -313,11 +344,7 @@ def _cpu_line(run: dict[str, Any]) -> str:
 
 def add_summary(record: dict[str, Any]) -> None:
     runs = record["runs"]
-    pairs = [
-        *pair_runs(runs, "shardlite", "etcd"),
-        *pair_runs(runs, "shardlite", "echo"),
-        *pair_runs(runs, "etcd", "echo"),
-    ]
+    pairs = [pair for base, other in PAIRS for pair in pair_runs(runs, base, other)]
     record["pairs"] = pairs
     record["ratios"] = summarise_pairs(pairs)
     record["medians"] = [
@@ -358,19 +385,20 @@ def table(record: dict[str, Any]) -> str:
     cases = list(dict.fromkeys(run["case"] for run in record["runs"]))
     targets = [t for t in TARGETS if t in record["config"]["targets"]]
     head = ["case", *targets]
-    if {"shardlite", "etcd"} <= set(targets):
-        head += ["shardlite/etcd ops/s", "shardlite/etcd p99"]
-    if {"shardlite", "echo"} <= set(targets):
-        head.append("shardlite/echo ops/s")
+    columns = [c for c in TABLE_RATIOS if {c[0], c[1]} <= set(targets)]
+    for base, other, with_p99 in columns:
+        head.append(f"{base}/{other} ops/s")
+        if with_p99:
+            head.append(f"{base}/{other} p99")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in cases:
         row = [case]
         row += [_fmt_rate(medians[(case, t)]) if (case, t) in medians else "" for t in targets]
-        if {"shardlite", "etcd"} <= set(targets):
-            pair = ratios.get((case, "shardlite", "etcd"))
-            row += [_fmt_ratio(pair), _fmt_ratio(pair, "p99_ratio")]
-        if {"shardlite", "echo"} <= set(targets):
-            row.append(_fmt_ratio(ratios.get((case, "shardlite", "echo"))))
+        for base, other, with_p99 in columns:
+            pair = ratios.get((case, base, other))
+            row.append(_fmt_ratio(pair))
+            if with_p99:
+                row.append(_fmt_ratio(pair, "p99_ratio"))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -428,7 +456,7 @@ def plot(record: dict[str, Any], path: Path) -> bool:
         say("no plot: no put cases of shardlite or etcd in the run")
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    styles = {"shardlite": "o-", "etcd": "s-", "echo": "x--"}
+    styles = {"shardlite": "o-", "shardlite-client": "^-", "etcd": "s-", "echo": "x--"}
     for name in [t for t in TARGETS if t in series]:
         points = sorted(series[name])
         xs = [p[0] for p in points]

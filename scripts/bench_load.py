@@ -10,7 +10,11 @@ counted with its latency. The parent reads the CPU of the workers and of each
 watched server process (/proc/<pid>/stat) at the window's start and end.
 
 The same generator drives shardlite's KV API (and the bare echo server, which
-serves the same API doing nothing) and etcd's v3 KV API (scripts/etcd).
+serves the same API doing nothing) and etcd's v3 KV API (scripts/etcd), one
+op per RPC; and, as api "shardlite-client", shardlite through its AsyncClient
+(node/async_client.py): the clients of one worker process are concurrent
+callers of one AsyncClient, which coalesces their calls into MultiWrite and
+MultiGet RPCs while each op is still acknowledged on its own.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from node.async_client import AsyncClient, ClientError, ConditionFailedError, Put
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc
 from scripts.bench_stats import CpuMeter, latency_summary
 from scripts.etcd import etcd_kv_pb2 as etcd_pb2
@@ -70,7 +75,7 @@ def parse_mix(text: str) -> tuple[tuple[str, float], ...]:
 class LoadSpec:
     """What to send (picklable: it travels to the worker processes)."""
 
-    api: str  # "shardlite" (also the echo server) or "etcd"
+    api: str  # "shardlite" (also the echo server), "shardlite-client" or "etcd"
     endpoints: tuple[str, ...]
     clients: int
     mix: tuple[tuple[str, float], ...] = (("put", 1.0),)
@@ -204,6 +209,33 @@ class ShardliteOps:
         )
 
 
+class ClientOps:
+    """shardlite through the AsyncClient shared by every client of the process."""
+
+    def __init__(self, client: AsyncClient, spec: LoadSpec) -> None:
+        self._client = client
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self._client.put(key, value)
+
+    async def cas(self, key: str, value: bytes, expected: int) -> int:
+        try:
+            written = await self._client.put(key, value, expected_version=expected)
+        except ConditionFailedError as exc:
+            raise CasConflict(exc.details) from None
+        return written.version
+
+    async def delete(self, key: str) -> None:
+        await self._client.delete(key)
+
+    async def batch(self, keys: Sequence[str], value: bytes) -> None:
+        await self._client.batch([Put(key, value) for key in keys])
+
+    async def get(self, key: str, *, linearizable: bool) -> None:
+        consistency = kv_pb2.LINEARIZABLE if linearizable else kv_pb2.SERIALIZABLE
+        await self._client.get(key, consistency=consistency)
+
+
 class EtcdOps:
     """etcd's v3 KV API: Put, Range (serializable or not), DeleteRange, and Txn
     for CAS (compare the key's version) and batches (puts in one Txn)."""
@@ -268,6 +300,9 @@ DRIVERS: dict[str, Callable[[grpc.aio.Channel, LoadSpec], Ops]] = {
     "shardlite": ShardliteOps,
     "etcd": EtcdOps,
 }
+# Drivers over one client object per worker process (not a raw channel).
+CLIENT_APIS = ("shardlite-client",)
+APIS = (*DRIVERS, *CLIENT_APIS)
 
 
 def open_channel(endpoint: str) -> grpc.aio.Channel:
@@ -339,6 +374,8 @@ async def run_client(client: int, ops: Ops, spec: LoadSpec, window: Window) -> N
                     cas_versions.pop(key, None)
         except grpc.aio.AioRpcError as exc:
             failed = exc.code().name
+        except ClientError as exc:  # the AsyncClient's
+            failed = exc.code.name
         done = time.monotonic()
         window.completed += 1
         if window.start <= done <= window.end:
@@ -372,6 +409,9 @@ async def _receive(conn: Connection, within: float) -> Any:
 
 
 async def _worker(conn: Connection, spec: LoadSpec, first: int, count: int) -> None:
+    if spec.api in CLIENT_APIS:
+        await _client_worker(conn, spec, first, count)
+        return
     channels = [open_channel(ep) for ep in spec.endpoints for _ in range(spec.channels)]
     try:
         await asyncio.wait_for(
@@ -381,39 +421,71 @@ async def _worker(conn: Connection, spec: LoadSpec, first: int, count: int) -> N
         message = await _receive(conn, READY_TIMEOUT)
         if message[0] != "go":
             return
-        _, warm_start, start, end = message
-        window = Window(warm_start, start, end, budget=spec.max_ops)
         driver = DRIVERS[spec.api]
-        clients = [
-            asyncio.create_task(
-                run_client(
-                    first + i, driver(channels[(first + i) % len(channels)], spec), spec, window
-                )
-            )
-            for i in range(count)
-        ]
-        reporter = asyncio.create_task(_report_progress(conn, window))
-        try:
-            await asyncio.gather(*clients)
-        finally:
-            reporter.cancel()
-        conn.send(
-            (
-                "done",
-                {
-                    "pid": os.getpid(),
-                    "latencies": window.latencies.tobytes(),
-                    "completed": window.completed,
-                    "errors": dict(window.errors),
-                    "cas_conflicts": window.cas_conflicts,
-                    "budget_spent": window.budget <= 0,
-                    "truncated": window.truncated,
-                },
-            )
-        )
+        ops = [driver(channels[(first + i) % len(channels)], spec) for i in range(count)]
+        await _run_window(conn, spec, first, ops, message[1:])
     finally:
         for channel in channels:
             await channel.close(None)
+
+
+async def _client_worker(conn: Connection, spec: LoadSpec, first: int, count: int) -> None:
+    """The process's clients as concurrent callers of one AsyncClient (on the
+    first endpoint: the client has one)."""
+    async with AsyncClient(
+        spec.endpoints[0], namespace=spec.namespace, timeout=spec.op_timeout
+    ) as client:
+        await client.status()  # connected and serving
+        conn.send(("ready", os.getpid()))
+        message = await _receive(conn, READY_TIMEOUT)
+        if message[0] != "go":
+            return
+        ops = [ClientOps(client, spec) for _ in range(count)]
+        await _run_window(
+            conn,
+            spec,
+            first,
+            ops,
+            message[1:],
+            # How well calls coalesced (warm-up included): RPCs and the ops they carried.
+            extra=lambda: {"client_calls": dict(client.calls), "client_ops": dict(client.ops_sent)},
+        )
+
+
+async def _run_window(
+    conn: Connection,
+    spec: LoadSpec,
+    first: int,
+    ops: Sequence[Ops],
+    times: tuple[float, float, float],
+    extra: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    warm_start, start, end = times
+    window = Window(warm_start, start, end, budget=spec.max_ops)
+    clients = [
+        asyncio.create_task(run_client(first + i, client_ops, spec, window))
+        for i, client_ops in enumerate(ops)
+    ]
+    reporter = asyncio.create_task(_report_progress(conn, window))
+    try:
+        await asyncio.gather(*clients)
+    finally:
+        reporter.cancel()
+    conn.send(
+        (
+            "done",
+            {
+                "pid": os.getpid(),
+                "latencies": window.latencies.tobytes(),
+                "completed": window.completed,
+                "errors": dict(window.errors),
+                "cas_conflicts": window.cas_conflicts,
+                "budget_spent": window.budget <= 0,
+                "truncated": window.truncated,
+                **(extra() if extra is not None else {}),
+            },
+        )
+    )
 
 
 async def _report_progress(conn: Connection, window: Window) -> None:

@@ -82,6 +82,12 @@ def report(name: str, stacks: list[tuple[list[str], int]], top: int) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--case", default="put@64", help="MIX@CLIENTS, as for scripts.bench")
+    p.add_argument(
+        "--api",
+        choices=("shardlite", "shardlite-client"),
+        default="shardlite",
+        help="unary RPCs, or through the AsyncClient (coalesced MultiWrite/MultiGet)",
+    )
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--window", type=float, default=8.0)
@@ -106,7 +112,7 @@ def main() -> int:
         try:
             endpoints = target.endpoints()
             spec = LoadSpec(
-                api="shardlite",
+                api=args.api,
                 endpoints=tuple(endpoints),
                 clients=int(clients),
                 mix=parse_mix(mix_text),

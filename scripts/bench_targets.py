@@ -1,6 +1,8 @@
 """What the benchmark runs against, each started and stopped by PID:
 
 - shardlite: a local cluster of `shardlite node` processes (scripts/cluster.py),
+- shardlite-client: the same cluster (shared with the shardlite target when
+  both run) driven through the AsyncClient, which coalesces concurrent calls,
 - etcd: Debian's etcd-server, N members on loopback, default fsync settings,
   data in a temporary directory removed afterwards,
 - echo: a bare grpc.aio server answering shardlite's KV API at once, doing
@@ -78,6 +80,26 @@ class EchoKV(kv_pb2_grpc.KVServicer):
 
     async def Status(self, request: kv_pb2.StatusRequest, context: Any) -> kv_pb2.StatusResponse:
         return kv_pb2.StatusResponse(node_id="echo", role="leader", leader="echo")
+
+    async def MultiWrite(
+        self, request: kv_pb2.MultiWriteRequest, context: Any
+    ) -> kv_pb2.MultiWriteResponse:
+        reply = kv_pb2.MultiWriteResponse()
+        for write in request.writes:
+            kind = write.WhichOneof("write")
+            if kind == "delete":
+                reply.results.add(delete=kv_pb2.DeleteResponse(index=next(self._index)))
+            elif kind == "batch":
+                reply.results.add(batch=await self.Batch(write.batch, context))
+            else:
+                reply.results.add(put=await self.Put(write.put, context))
+        return reply
+
+    async def MultiGet(
+        self, request: kv_pb2.MultiGetRequest, context: Any
+    ) -> kv_pb2.MultiGetResponse:
+        found = kv_pb2.GetResponse(found=True, value=self.value, version=1)
+        return kv_pb2.MultiGetResponse(results=[kv_pb2.GetResult(get=found)] * len(request.gets))
 
     # Streams are not benchmarked: the echo server holds nothing, its streams are empty.
     async def List(
@@ -264,6 +286,41 @@ class ShardliteTarget:
         }
 
 
+class ShardliteClientTarget:
+    """The shardlite cluster through the AsyncClient (api "shardlite-client").
+    Runs on the shardlite target's cluster when given one (then that target
+    starts and stops it), else on a cluster of its own."""
+
+    name = "shardlite-client"
+    api = "shardlite-client"
+
+    def __init__(self, cluster: ShardliteTarget, *, shared: bool) -> None:
+        self.cluster = cluster
+        self.shared = shared
+
+    def start(self) -> None:
+        if not self.shared:
+            self.cluster.start()
+
+    def stop(self) -> None:
+        if not self.shared:
+            self.cluster.stop()
+
+    def endpoints(self) -> list[str]:
+        return self.cluster.endpoints()
+
+    def pids(self) -> dict[str, int]:
+        return self.cluster.pids()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.cluster.describe(),
+            "target": "shardlite-client",
+            "client": "node.async_client.AsyncClient, one per generator process",
+            "cluster": "shared with the shardlite target" if self.shared else "its own",
+        }
+
+
 # -- etcd -----------------------------------------------------------------------------
 
 
@@ -412,6 +469,7 @@ class EtcdTarget:
 
 async def prefill(api: str, endpoint: str, spec: LoadSpec, *, concurrency: int = 4) -> None:
     """Write every key once (in batches), so reads find values of the right size."""
+    api = "shardlite" if api == "shardlite-client" else api  # the same cluster
     chunk = 500 if api == "shardlite" else 100  # etcd allows 128 ops per Txn
     value = b"p" * spec.value_bytes
     starts = iter(range(0, spec.keys, chunk))

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from proto import frame_pb2
 from replication.durable import crash_point, fsync_tree, replace_durably
@@ -58,6 +59,8 @@ from .transport import RaftServicer, host_of
 from .wal import DiskStorage
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _DROP_REASONS = {
     DropReason.NOT_LEADER: RejectReason.NOT_LEADER,
@@ -242,67 +245,132 @@ class RaftReplicator:
         except DriverStopped:
             raise Rejected(RejectReason.SHUTTING_DOWN) from None
 
-    async def propose(self, frame: frame_pb2.Frame) -> Accepted:
-        self._check_usable()
-        data = frame.SerializeToString()
-        if len(data) > self.settings.max_frame_bytes:
-            raise Rejected(
-                RejectReason.TOO_LARGE,
-                f"frame is {len(data)} bytes; the limit is {self.settings.max_frame_bytes}",
-            )
-        if not self.driver.is_leader:
-            raise self._rejected(ProposalDroppedError(DropReason.NOT_LEADER, self.driver.leader))
+    def _frame_refusal(
+        self, data: bytes, taking: int = 0, taking_bytes: int = 0
+    ) -> Rejected | None:
+        """Why this frame cannot be proposed now: too large, or past the pending
+        bounds counting `taking` frames (`taking_bytes`) of the same call before it."""
         settings = self.settings
-        if (
-            self._pending_count >= settings.max_pending_proposals
-            or self._pending_bytes + len(data) > settings.max_pending_bytes
-        ):
-            raise Rejected(
+        if len(data) > settings.max_frame_bytes:
+            return Rejected(
+                RejectReason.TOO_LARGE,
+                f"frame is {len(data)} bytes; the limit is {settings.max_frame_bytes}",
+            )
+        count = self._pending_count + taking
+        size = self._pending_bytes + taking_bytes
+        if count >= settings.max_pending_proposals or size + len(data) > settings.max_pending_bytes:
+            return Rejected(
                 RejectReason.QUEUE_FULL,
-                f"{self._pending_count} proposals ({self._pending_bytes} bytes) in flight; "
+                f"{count} proposals ({size} bytes) in flight; "
                 f"the limits are {settings.max_pending_proposals} and "
                 f"{settings.max_pending_bytes} bytes",
             )
+        return None
+
+    def _check_leader(self) -> None:
+        if not self.driver.is_leader:
+            raise self._rejected(ProposalDroppedError(DropReason.NOT_LEADER, self.driver.leader))
+
+    async def propose(self, frame: frame_pb2.Frame) -> Accepted:
+        self._check_usable()
+        data = frame.SerializeToString()
+        refusal = self._frame_refusal(data)
+        if refusal is not None and refusal.reason is RejectReason.TOO_LARGE:
+            raise refusal  # said before NOT_LEADER: no other node would take it either
+        self._check_leader()
+        if refusal is not None:
+            raise refusal
         self._pending_count += 1
         self._pending_bytes += len(data)
         try:
-            return await self._propose(data)
+            return Accepted(await self._commit([data]))
         finally:
             self._pending_count -= 1
             self._pending_bytes -= len(data)
 
-    async def _propose(self, data: bytes) -> Accepted:
+    async def propose_many(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
+        """The frames as consecutive entries of one term (one hand-off to the
+        driver, one wait for the last entry's commit: by log matching, §5.3,
+        the earlier ones committed with it). Each frame keeps the bounds
+        `propose` checks (size, pending count and bytes)."""
+        try:
+            self._check_usable()
+            self._check_leader()
+        except Rejected as everyone:
+            return [everyone] * len(frames)
+        outcomes: list[Accepted | Rejected | None] = []
+        datas: list[bytes] = []
+        size = 0
+        for frame in frames:
+            data = frame.SerializeToString()
+            refusal = self._frame_refusal(data, len(datas), size)
+            outcomes.append(refusal)
+            if refusal is None:
+                datas.append(data)
+                size += len(data)
+        if not datas:
+            return [o for o in outcomes if o is not None]
+        self._pending_count += len(datas)
+        self._pending_bytes += size
+        try:
+            first = await self._commit(datas)
+        except Rejected as exc:  # the lot's: every frame that was taken
+            return [o if o is not None else exc for o in outcomes]
+        finally:
+            self._pending_count -= len(datas)
+            self._pending_bytes -= size
+        taken: list[Accepted | Rejected] = []
+        for outcome in outcomes:
+            if outcome is None:
+                outcome = Accepted(first)
+                first += 1
+            taken.append(outcome)
+        return taken
+
+    async def _commit(self, datas: list[bytes]) -> int:
+        """Append `datas` as consecutive entries and wait until the last one
+        commits; the index of the first. Raises Rejected: QUEUE_FULL when the
+        loop did not take them in time (withdrawn, not proposed), the
+        driver's refusals (not proposed), LEADERSHIP_LOST or STORAGE_FAILED
+        once they may be in the log (outcome unknown).
+
+        One timer per step (asyncio.timeout, a timer handle) instead of
+        wait_for's task and extra futures: this runs for every write."""
         timeout = self.settings.propose_timeout
         try:
             # Bounded: a loop stuck in an fsync must not hold callers forever.
             # Timed out before the loop took it, the proposal is withdrawn.
             with self._refusals():
-                term, index = await asyncio.wait_for(self.driver.propose(data), timeout)
+                async with asyncio.timeout(timeout):
+                    term, first = await self.driver.propose_many(datas)
         except TimeoutError:
             raise Rejected(
                 RejectReason.QUEUE_FULL,
                 f"the raft loop did not take the proposal within {timeout}s",
             ) from None
+        last = first + len(datas) - 1
+        single = last == first
+        entries = f"entry {last}" if single else f"entries {first}-{last}"
+        were, its = ("was", "its") if single else ("were", "their")
         try:
-            await asyncio.wait_for(asyncio.shield(self.driver.wait_committed(term, index)), timeout)
+            await _within(self.driver.wait_committed(term, last), timeout)
         except ProposalDroppedError:
             raise Rejected(
-                RejectReason.LEADERSHIP_LOST, f"entry {index} was replaced by a new leader"
+                RejectReason.LEADERSHIP_LOST, f"{entries} {were} replaced by a new leader"
             ) from None
         except DriverFailed as exc:
             raise _storage_failed(exc) from None
         except DriverStopped:
             raise Rejected(
                 RejectReason.LEADERSHIP_LOST,
-                f"the raft loop stopped before entry {index} committed; its outcome is unknown",
+                f"the raft loop stopped before {entries} committed; {its} outcome is unknown",
             ) from None
         except TimeoutError:
             raise Rejected(
                 RejectReason.LEADERSHIP_LOST,
-                f"entry {index} not committed within {self.settings.propose_timeout}s; "
-                "its outcome is unknown",
+                f"{entries} not committed within {timeout}s; {its} outcome is unknown",
             ) from None
-        return Accepted(index)
+        return first
 
     # -- the committed stream ---------------------------------------------------
 
@@ -728,6 +796,24 @@ class RaftReplicator:
         if self._servicer is not None:
             self._servicer.close()  # the TCP message listener and its streams
         await self.driver.close()
+
+
+async def _within(future: asyncio.Future[T], seconds: float) -> T:
+    """Await `future` for at most `seconds`, then TimeoutError. The
+    timer cancels the future itself (wait_committed's future is the caller's
+    own: the driver skips a cancelled one), so there is no waiter to build."""
+    if future.done():
+        return future.result()
+    handle = asyncio.get_running_loop().call_later(seconds, future.cancel)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if future.cancelled() and task is not None and task.cancelling() == 0:
+            raise TimeoutError from None  # the timer's doing, not the caller's
+        raise
+    finally:
+        handle.cancel()
 
 
 def _storage_failed(exc: DriverFailed) -> Rejected:
