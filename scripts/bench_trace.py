@@ -2,6 +2,7 @@
 
     python -m scripts.bench_trace                 # 3 nodes, 300 sequential puts
     python -m scripts.bench_trace --puts 1000 --nodes 3
+    python -m scripts.bench_trace --grpc-stream   # Raft messages over gRPC, to compare
 
 Starts a local cluster whose nodes run through this module: it wraps the
 functions each hop passes (the Put handler, the Raft driver's proposal, WAL
@@ -32,6 +33,7 @@ from typing import Any
 from scripts.cluster import LocalCluster
 
 OUT_ENV = "SHARDLITE_TRACE_OUT"
+GRPC_STREAM_ENV = "SHARDLITE_TRACE_GRPC_STREAM"
 
 Record = tuple[str, int, list[int], int]  # event, time (ns), indices, peer
 
@@ -47,7 +49,8 @@ def install(out: Path) -> None:
 
     records: list[Record] = []
     now = time.monotonic_ns
-    if os.environ.get("X_NO_TCP"):
+    if os.environ.get(GRPC_STREAM_ENV):
+        # --grpc-stream: members offer no TCP message stream; peers use Raft.Send.
 
         async def no_port(self: Any) -> int:
             return 0
@@ -214,6 +217,11 @@ def main() -> int:
     p.add_argument("--puts", type=int, default=300)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--value-bytes", type=int, default=100)
+    p.add_argument(
+        "--grpc-stream",
+        action="store_true",
+        help="Raft messages over gRPC Send instead of the TCP stream (to compare)",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="shardlite-trace-") as base:
         cluster = LocalCluster(Path(base), args.nodes)
@@ -222,6 +230,8 @@ def main() -> int:
             outs[name] = Path(base) / f"{name}.trace.json"
             node.module = "scripts.bench_trace"
             node.env = {OUT_ENV: str(outs[name])}
+            if args.grpc_stream:
+                node.env[GRPC_STREAM_ENV] = "1"
         cluster.start()
         try:
             leader = cluster.leader()
