@@ -63,16 +63,16 @@ class KVService:
     # -- writes -------------------------------------------------------------
 
     async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:
-        return _put_response(await self._write(_put_frame(request)))
+        return _put_response(await self._write(_put_frame(request, self.limits)))
 
     async def Delete(self, request: kv_pb2.DeleteRequest, context: Any) -> kv_pb2.DeleteResponse:
-        return _delete_response(await self._write(_delete_frame(request)))
+        return _delete_response(await self._write(_delete_frame(request, self.limits)))
 
     async def Batch(self, request: kv_pb2.BatchRequest, context: Any) -> kv_pb2.BatchResponse:
-        return _batch_response(await self._write(_batch_frame(request)))
+        return _batch_response(await self._write(_batch_frame(request, self.limits)))
 
-    async def _write(self, frame: frame_pb2.Frame) -> frame_pb2.FrameResult:
-        return _checked(await self.paths.write(frames.gate(frame, self.limits)))
+    async def _write(self, gated: frame_pb2.Frame) -> frame_pb2.FrameResult:
+        return _checked(await self.paths.write(gated))
 
     async def MultiWrite(
         self, request: kv_pb2.MultiWriteRequest, context: Any
@@ -86,7 +86,8 @@ class KVService:
                 f"MultiWrite has {len(writes)} writes; the limit is {MAX_MULTI_OPS}: "
                 "split it into several calls"
             )
-        results: list[kv_pb2.WriteResult | None] = [None] * len(writes)
+        response = kv_pb2.MultiWriteResponse()
+        slots = [response.results.add() for _ in writes]  # filled in place, in order
         gated: list[frame_pb2.Frame] = []
         kinds: list[tuple[int, str]] = []
         for position, write in enumerate(writes):
@@ -96,16 +97,15 @@ class KVService:
                     raise InvalidArgument(
                         f"write {position} is neither a put, a delete nor a batch"
                     )
-                frame = _FRAME_OF[kind](getattr(write, kind))
-                gated.append(frames.gate(frame, self.limits))
+                gated.append(_FRAME_OF[kind](getattr(write, kind), self.limits))
             except InvalidArgument as exc:
-                results[position] = kv_pb2.WriteResult(error=rpc.op_error(exc))
+                slots[position].error.CopyFrom(rpc.op_error(exc))
                 continue
             kinds.append((position, kind))
         outcomes = await self.paths.write_many(gated)
         for (position, of_kind), outcome in zip(kinds, outcomes, strict=True):
-            results[position] = _write_result(of_kind, outcome)
-        return kv_pb2.MultiWriteResponse(results=_every(results))
+            _fill(slots[position], of_kind, outcome)
+        return response
 
     # -- reads --------------------------------------------------------------
 
@@ -309,38 +309,48 @@ def _every(results: list[R | None]) -> list[R]:
     return [result for result in results if result is not None]
 
 
-def _new_frame(org: str, namespace: str, request_id: frame_pb2.RequestId) -> frame_pb2.Frame:
-    """The raw frame of a request; the gate makes it canonical (and gives it
-    its trace_id)."""
+def _built(org: str, namespace: str, request_id: frame_pb2.RequestId) -> frame_pb2.Frame:
+    """The raw frame of a request, field by field; `frames.gate` checks it and
+    makes the canonical copy (with its trace_id) that enters the log."""
     frame = frame_pb2.Frame(org=org, namespace=namespace)
-    frame.request_id.CopyFrom(request_id)
+    if request_id.client_id:
+        frame.request_id.client_id = request_id.client_id
+        frame.request_id.seq = request_id.seq
     return frame
 
 
-def _put_frame(request: kv_pb2.PutRequest) -> frame_pb2.Frame:
-    frame = _new_frame(request.org, request.namespace, request.request_id)
-    frame.ops.add(put=frame_pb2.PutOp(key=request.key, value=request.value))
+def _put_frame(request: kv_pb2.PutRequest, limits: frames.Limits) -> frame_pb2.Frame:
+    frame = _built(request.org, request.namespace, request.request_id)
+    put = frame.ops.add().put
+    put.key = request.key
+    put.value = request.value
     if request.HasField("expected_version"):
-        frame.conditions.add(key=request.key, version=request.expected_version)
-    return frame
+        condition = frame.conditions.add()
+        condition.key = request.key
+        condition.version = request.expected_version
+    return frames.gate(frame, limits)
 
 
-def _delete_frame(request: kv_pb2.DeleteRequest) -> frame_pb2.Frame:
-    frame = _new_frame(request.org, request.namespace, request.request_id)
-    frame.ops.add(delete=frame_pb2.DeleteOp(key=request.key))
+def _delete_frame(request: kv_pb2.DeleteRequest, limits: frames.Limits) -> frame_pb2.Frame:
+    frame = _built(request.org, request.namespace, request.request_id)
+    frame.ops.add().delete.key = request.key
     if request.HasField("expected_version"):
-        frame.conditions.add(key=request.key, version=request.expected_version)
-    return frame
+        condition = frame.conditions.add()
+        condition.key = request.key
+        condition.version = request.expected_version
+    return frames.gate(frame, limits)
 
 
-def _batch_frame(request: kv_pb2.BatchRequest) -> frame_pb2.Frame:
-    frame = _new_frame(request.org, request.namespace, request.request_id)
+def _batch_frame(request: kv_pb2.BatchRequest, limits: frames.Limits) -> frame_pb2.Frame:
+    frame = frame_pb2.Frame(org=request.org, namespace=request.namespace)
+    frame.request_id.CopyFrom(request.request_id)
     frame.ops.extend(request.ops)
     frame.conditions.extend(request.conditions)
-    return frame
+    return frames.gate(frame, limits)
 
 
-_FRAME_OF: dict[str, Callable[[Any], frame_pb2.Frame]] = {
+# Each builds the checked frame of a request, or raises InvalidArgument.
+_FRAME_OF: dict[str, Callable[[Any, frames.Limits], frame_pb2.Frame]] = {
     "put": _put_frame,
     "delete": _delete_frame,
     "batch": _batch_frame,
@@ -369,15 +379,22 @@ def _batch_response(result: frame_pb2.FrameResult) -> kv_pb2.BatchResponse:
     return kv_pb2.BatchResponse(index=result.index, results=result.results)
 
 
-def _write_result(kind: str, outcome: frame_pb2.FrameResult | Exception) -> kv_pb2.WriteResult:
+def _fill(slot: kv_pb2.WriteResult, kind: str, outcome: frame_pb2.FrameResult | Exception) -> None:
+    """One write's result, set in its place in the response (no message built
+    and copied per write)."""
     try:
         if isinstance(outcome, Exception):
             raise outcome
         result = _checked(outcome)
     except Exception as exc:
-        return kv_pb2.WriteResult(error=rpc.op_error(exc))
+        slot.error.CopyFrom(rpc.op_error(exc))
+        return
     if kind == "put":
-        return kv_pb2.WriteResult(put=_put_response(result))
-    if kind == "delete":
-        return kv_pb2.WriteResult(delete=_delete_response(result))
-    return kv_pb2.WriteResult(batch=_batch_response(result))
+        slot.put.index = result.index
+        slot.put.version = result.results[0].version
+    elif kind == "delete":
+        slot.delete.index = result.index
+        slot.delete.deleted = result.results[0].deleted
+    else:
+        slot.batch.index = result.index
+        slot.batch.results.extend(result.results)

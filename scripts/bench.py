@@ -207,6 +207,7 @@ def base_spec(args: argparse.Namespace) -> LoadSpec:
         batch_size=args.batch_size,
         op_timeout=args.op_timeout,
         seed=args.seed,
+        client_in_flight=args.client_in_flight,
     )
 
 
@@ -556,6 +557,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--distribution", choices=("uniform", "zipf"), default="uniform")
     p.add_argument("--batch-size", type=int, default=10, help="puts per batch op")
     p.add_argument("--op-timeout", type=float, default=10.0, help="deadline of each request")
+    p.add_argument(
+        "--client-in-flight",
+        type=int,
+        default=2,
+        help="shardlite-client: multi calls in flight per AsyncClient lane (max_in_flight)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "bench-results")
     p.add_argument(

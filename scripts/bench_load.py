@@ -89,6 +89,7 @@ class LoadSpec:
     max_ops: int = 10_000_000  # per worker process
     seed: int = 1
     channels: int = 1  # gRPC channels per endpoint per worker process
+    client_in_flight: int = 2  # shardlite-client: multi calls in flight per lane
     # Distinguishes this run's CAS keys from earlier runs' (their versions differ).
     run_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
@@ -433,7 +434,10 @@ async def _client_worker(conn: Connection, spec: LoadSpec, first: int, count: in
     """The process's clients as concurrent callers of one AsyncClient (on the
     first endpoint: the client has one)."""
     async with AsyncClient(
-        spec.endpoints[0], namespace=spec.namespace, timeout=spec.op_timeout
+        spec.endpoints[0],
+        namespace=spec.namespace,
+        timeout=spec.op_timeout,
+        max_in_flight=spec.client_in_flight,
     ) as client:
         await client.status()  # connected and serving
         conn.send(("ready", os.getpid()))
