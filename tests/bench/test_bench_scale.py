@@ -108,8 +108,9 @@ def test_catchup_scenario(tmp_path: Path) -> None:
     c = out["catchup"]
     assert c["by_snapshot"], out
     assert c["snapshot_index"] > out["follower_stopped_at"]
-    # The snapshot holds every value written while the follower was down.
-    assert c["snapshot_bytes"] >= out["written_bytes"]
+    # The snapshot may be taken before the last batches (they follow from the
+    # log), but it carries data, and the follower ends with every value.
+    assert c["snapshot_bytes"] > 0
     assert c["follower_shards_bytes"] >= out["written_bytes"]
     assert 0 < c["serving_s"] <= c["caught_up_s"]
     assert c["mb_per_s"] > 0
