@@ -328,9 +328,11 @@ def run_once(
         **result,
     }
     lat = run["latency_ms"]
+    coalesced = run.get("client_ops_per_call")
     say(
         f"{label}: {run['ops_per_sec']:,.0f} ops/s, p50 {lat['p50']:.2f} ms,"
         f" p99 {lat['p99']:.2f} ms, errors {run['errors']}, cpu {_cpu_line(run)}"
+        + (f", ops per call {coalesced}" if coalesced else "")
     )
     return run
 

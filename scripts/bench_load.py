@@ -698,7 +698,22 @@ def _combine(
         "budget_spent": any(r["budget_spent"] for r in results),
         "samples_truncated": any(r["truncated"] for r in results),
         "cpu_cores": {**cpu, "generator_total": round(sum(generator), 3)},
+        **_client_calls(results),
     }
+
+
+def _client_calls(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Through the AsyncClient: the RPCs its lanes sent and the ops they carried
+    (warm-up included), so a record shows how well calls coalesced."""
+    calls: Counter[str] = Counter()
+    ops: Counter[str] = Counter()
+    for result in results:
+        calls.update(result.get("client_calls", {}))
+        ops.update(result.get("client_ops", {}))
+    if not calls:
+        return {}
+    per_call = {m: round(ops[m] / calls[m], 1) for m in ops if calls[m]}
+    return {"client_calls": dict(calls), "client_ops_per_call": per_call}
 
 
 def stderr_progress(line: str) -> None:
