@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -134,6 +135,30 @@ def _request_id(client_id: str, seq: int) -> frame_pb2.RequestId:
     return frame_pb2.RequestId(client_id=client_id, seq=seq)
 
 
+RETRIES = 20
+# Refusals a writer backs off from: no leader or an outcome unknown, a full queue.
+RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+RETRIED_CALLS: Counter[str] = Counter()  # per process: what the scenarios' writers retried
+
+
+async def _retrying(method: Any, request: Any) -> Any:
+    """Call; on UNAVAILABLE (no leader yet, an outcome unknown under load) or
+    RESOURCE_EXHAUSTED (a full queue) send the same request again, so the
+    same request_id: the node applies it once. At most RETRIES tries, with a growing pause."""
+    delay = 0.1
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return await method(request, timeout=RPC_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRIED or attempt == RETRIES:
+                raise
+            RETRIED_CALLS[exc.code().name] += 1
+            say(f"retrying after {exc.code().name}: {exc.details()}")
+        await asyncio.sleep(delay)  # back off: the node said it cannot take it now
+        delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 async def put_each(
     endpoint: str, namespaces: Sequence[str], key: str, value: bytes, concurrency: int
 ) -> float:
@@ -147,14 +172,14 @@ async def put_each(
 
         async def writer() -> None:
             for namespace in todo:  # shared iterator: each namespace written once
-                await stub.Put(
+                await _retrying(
+                    stub.Put,
                     kv_pb2.PutRequest(
                         namespace=namespace,
                         key=key,
                         value=value,
                         request_id=_request_id(client_id, next(seq)),
                     ),
-                    timeout=RPC_TIMEOUT,
                 )
 
         await asyncio.gather(*(writer() for _ in range(concurrency)))
@@ -187,7 +212,7 @@ async def write_keys(
                 )
                 for k in range(start, min(start + batch, first + keys)):
                     request.ops.add(put=frame_pb2.PutOp(key=key_name(k), value=value))
-                await stub.Batch(request, timeout=RPC_TIMEOUT)
+                await _retrying(stub.Batch, request)
 
         await asyncio.gather(*(writer() for _ in range(concurrency)))
     return time.monotonic() - started
@@ -551,6 +576,7 @@ def run_catchup(p: CatchupParams, base: Path) -> dict[str, Any]:
             f"writing {batches * per_batch / MB:,.0f} MB ..."
         )
         value = random.Random(7).randbytes(p.value_bytes)  # incompressible, like real data
+        RETRIED_CALLS.clear()
         keys = batches * p.batch
         seconds = asyncio.run(
             write_keys(
@@ -561,6 +587,7 @@ def run_catchup(p: CatchupParams, base: Path) -> dict[str, Any]:
         out["write"] = {
             "seconds": round(seconds, 2),
             "mb_per_s": round(batches * per_batch / MB / seconds, 1),
+            "retried": dict(RETRIED_CALLS),
         }
         say(f"catchup: written in {seconds:.1f} s ({batches * per_batch / MB / seconds:,.0f} MB/s)")
 
@@ -569,8 +596,20 @@ def run_catchup(p: CatchupParams, base: Path) -> dict[str, Any]:
                 return c.status().first_index > stopped_at + 1
 
         wait_until(compacted, APPLY_WAIT, "the leader to compact its log past the follower")
+        leader = cluster.leader(timeout=60, among=[n for n in cluster.nodes if n != follower])
+
+        def settled() -> bool:
+            # No snapshot due or being taken: the follower gets the last one,
+            # not one that a newer snapshot replaces while it is on its way.
+            with cluster.client(leader, timeout=5) as c:
+                applied = c.status().applied_index
+            latest = max(_snapshots(cluster.nodes[leader].data_dir), default=0)
+            return applied - latest < snapshot_entries
+
+        wait_until(settled, APPLY_WAIT, "the leader's last snapshot")
         with cluster.client(leader, timeout=5) as c:
             goal = c.status().applied_index
+        out["leader"] = leader  # the one the follower comes back to
         out["leader_applied"] = goal
         out["leader_snapshots"] = _snapshots(cluster.nodes[leader].data_dir)
         node = cluster.nodes[follower]
