@@ -236,15 +236,18 @@ class ShardStore:
         """Under the lock: take least recently used idle shards out until the
         cap holds (the caller closes them). If every open shard is pinned, the
         cap is exceeded until one is released."""
-        victims: list[Shard] = []
-        for name in list(self._open):
-            if len(self._open) <= self.max_open:
-                break
-            shard = self._open[name]
+        excess = len(self._open) - self.max_open
+        if excess <= 0:
+            return []
+        # From the least recently used end, only as far as needed: usually the
+        # first entry (a full copy of the order cost O(cache) on every open).
+        chosen: list[tuple[str, str]] = []
+        for name, shard in self._open.items():
             if shard.pins == 0:
-                del self._open[name]
-                victims.append(shard)
-        return victims
+                chosen.append(name)
+                if len(chosen) == excess:
+                    break
+        return [self._open.pop(name) for name in chosen]
 
     def evict_idle(self) -> int:
         """Close shards idle for longer than idle_seconds; returns how many."""
