@@ -28,7 +28,7 @@ from pathlib import Path
 
 from node.errors import InvalidArgument, StorageError, Unavailable
 from node.frames import MAX_PROBLEM_CHARS, content_problem
-from node.shard import REQUEST_RETENTION, is_machine_fault, sync_shard
+from node.shard import REQUEST_RETENTION, is_machine_fault, sync_shards
 from node.shards import ShardPathError, ShardStore
 from proto import frame_pb2, kv_pb2
 from replication.durable import crash_point, write_file_durably
@@ -103,8 +103,7 @@ class Applier:
         with self._marker_lock:
             dirty, self._dirty = self._dirty, set()
             try:
-                for path in sorted(dirty):
-                    sync_shard(path)
+                sync_shards(sorted(dirty))
                 write_file_durably(self._marker, f"{index}\n".encode())
             except BaseException:
                 self._dirty |= dirty  # not durable yet: the next marker syncs them

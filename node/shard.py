@@ -21,7 +21,7 @@ import errno
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from pathlib import Path
 
 from node.frames import MAX_PROBLEM_CHARS
@@ -92,14 +92,22 @@ def _connect(path: Path, busy_timeout_ms: int, read_only: bool = False) -> sqlit
     return conn
 
 
-def sync_shard(path: Path) -> None:
-    """Make every transaction committed to the shard at `path` durable: its
-    WAL (where NORMAL commits land), the database file (what checkpoints
-    copied) and the directory entries (a shard created since the last sync)."""
-    for target in (path.with_name(f"{path.name}-wal"), path, path.parent):
-        # No WAL yet, or a shard a snapshot install replaced: nothing to sync.
+def sync_shards(paths: Iterable[Path]) -> None:
+    """Make every transaction committed to the shards at `paths` durable: one
+    fsync of each shard's WAL, where synchronous=NORMAL commits land, and one
+    of each directory holding them (a shard or WAL created since the last
+    sync). The database file needs none: in WAL mode with NORMAL, SQLite syncs
+    it after each checkpoint, before the WAL frames it copied are reused."""
+    directories = set()
+    for path in paths:
+        directories.add(path.parent)
+        # No WAL (checkpointed and truncated at close), or a shard a snapshot
+        # install replaced: nothing to sync.
         with contextlib.suppress(FileNotFoundError):
-            fsync_path(target)
+            fsync_path(path.with_name(f"{path.name}-wal"))
+    for directory in sorted(directories):
+        with contextlib.suppress(FileNotFoundError):
+            fsync_path(directory)
 
 
 class Shard:
@@ -110,7 +118,7 @@ class Shard:
         try:
             self._writer.execute("PRAGMA journal_mode = WAL")
             # NORMAL: no fsync per transaction. The Raft log already made every
-            # applied frame durable; the applier fsyncs a shard's files (sync_shard)
+            # applied frame durable; the applier fsyncs the shards written (sync_shards)
             # before the applied-index marker moves past its frames, and replay
             # from the marker is idempotent (applied_index). In WAL mode NORMAL
             # keeps the file consistent across a power loss (checkpoints sync).

@@ -289,6 +289,8 @@ def test_the_marker_moves_only_after_the_shards_written_since_are_fsynced(
                 wal = f"{shard}-wal"
                 assert wal in synced, f"{wal} was not fsynced before the marker"
                 assert synced.index(wal) < len(synced) - 1
+            # One fsync of the directory both shards live in, not one per shard.
+            assert synced.count(str(shard_a.parent)) == 1, synced
             # The marker's own durable write comes last (its temporary file).
             assert any(p.startswith(marker) for p in synced[-2:]), synced
             synced.clear()
