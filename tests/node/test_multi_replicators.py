@@ -13,7 +13,7 @@ from proto import frame_pb2
 from replication.noop import NoopReplicator
 from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.replicator import Accepted, Rejected, RejectReason
-from tests.replication.local_raft import EmptyStateMachine
+from tests.replication.local_raft import EmptyStateMachine, until
 
 
 def frame(n: int, size: int = 1) -> frame_pb2.Frame:
@@ -78,11 +78,7 @@ def test_raft_consecutive_entries_bounds_per_frame(tmp_path: Path) -> None:
     async def check() -> None:
         r = RaftReplicator(settings, EmptyStateMachine())
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 5
-            while not r.driver.is_leader:
-                assert loop.time() < deadline, "no leader"
-                await asyncio.sleep(0.01)
+            await until(lambda: r.driver.is_leader, 5, "a leader")
             frames = [frame(0), frame(1, 1000), frame(2), frame(3), frame(4)]
             outcomes = await asyncio.wait_for(r.propose_many(frames), 10)
             indices = [o.index for o in outcomes if isinstance(o, Accepted)]

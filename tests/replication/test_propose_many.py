@@ -8,7 +8,7 @@ from pathlib import Path
 
 from proto import frame_pb2
 from replication.raft.replicator import RaftReplicator
-from tests.replication.local_raft import EmptyStateMachine
+from tests.replication.local_raft import EmptyStateMachine, until
 from tests.replication.test_raft_bounds import single
 
 
@@ -22,11 +22,7 @@ def test_propose_many_lands_consecutively_beside_single_proposals(tmp_path: Path
     async def check() -> None:
         r = RaftReplicator(single(tmp_path), EmptyStateMachine())
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 5
-            while not r.driver.is_leader:
-                assert loop.time() < deadline, "no leader"
-                await asyncio.sleep(0.01)
+            await until(lambda: r.driver.is_leader, 5, "a leader")
             # All three queued before the loop runs: taken in one round.
             one = asyncio.ensure_future(r.driver.propose(data(0)))
             many = asyncio.ensure_future(r.driver.propose_many([data(1), data(2), data(3)]))

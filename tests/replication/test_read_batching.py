@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from replication.raft.core import RaftCore
-from tests.replication.local_raft import LocalRaft
+from tests.replication.local_raft import LocalRaft, until
 
 
 def count_rounds(core: RaftCore) -> list[bytes]:
@@ -25,14 +25,6 @@ def count_rounds(core: RaftCore) -> list[bytes]:
     return contexts
 
 
-async def until(condition: Any, within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, what
-        await asyncio.sleep(0.005)
-
-
 def test_reads_arriving_during_a_round_share_the_next_round(tmp_path: Path) -> None:
     async def check() -> None:
         cluster = await LocalRaft.open(tmp_path)
@@ -46,9 +38,10 @@ def test_reads_arriving_during_a_round_share_the_next_round(tmp_path: Path) -> N
             first = asyncio.ensure_future(leader.read_barrier())
             await until(lambda: len(rounds) == 1, 2, "the first round never started")
             later = []
-            for _ in range(10):  # each on its own turn of the driver's loop
+            for _ in range(10):  # each taken on its own turn of the driver's loop
                 later.append(asyncio.ensure_future(leader.read_barrier()))
-                await asyncio.sleep(0.001)
+                for _ in range(3):  # yield, no timed wait: the read task, then the driver, run
+                    await asyncio.sleep(0)
             assert len(rounds) == 1, "reads arriving during a round started rounds of their own"
             leader.partition([], [])
             indices = await asyncio.wait_for(asyncio.gather(first, *later), 10)
