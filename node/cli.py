@@ -105,7 +105,8 @@ def _node_parser(sub: Any) -> None:
     p.add_argument(
         "--peers",
         default="",
-        help="bootstrap a Raft cluster: every founding member as name=host:port,...",
+        help="bootstrap a Raft cluster: every founding member as name=host:port,... "
+        "(their peer addresses: --advertise-peer, or --peer-listen)",
     )
     p.add_argument(
         "--restore",
@@ -126,12 +127,31 @@ def _node_parser(sub: Any) -> None:
     p.add_argument(
         "--join",
         default="",
-        help="join an existing cluster through any member's address host:port",
+        help="join an existing cluster through any member's address host:port "
+        "(its peer address, or its client address when auth is off)",
     )
     p.add_argument(
         "--advertise",
         default="",
-        help="address peers and clients reach this node at (default: --listen)",
+        help="address clients reach this node at (default: --listen)",
+    )
+    p.add_argument(
+        "--peer-listen",
+        default=defaults.peer_listen,
+        help="host:port for the Raft peer service, apart from clients so that a firewall "
+        "can keep strangers off it (default: none, peers share --listen, with a warning)",
+    )
+    p.add_argument(
+        "--advertise-peer",
+        default="",
+        help="address peers reach this node at (default: --peer-listen, else --advertise)",
+    )
+    p.add_argument(
+        "--peer-stream-port",
+        type=int,
+        default=defaults.peer_stream_port,
+        help="TCP port of the Raft message stream on the peer host (default 0: any free port, "
+        "told to peers over the peer service; set it to open a firewall for it)",
     )
     p.add_argument("--raft-tick-ms", type=int, default=defaults.raft_tick_ms)
     p.add_argument(
@@ -184,6 +204,9 @@ def _run_node(args: argparse.Namespace) -> int:
         fault_injection=args.fault_injection,
         unsafe_stale_reads=args.unsafe_stale_reads,
         advertise=args.advertise,
+        peer_listen=args.peer_listen,
+        advertise_peer=args.advertise_peer,
+        peer_stream_port=args.peer_stream_port,
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,
         leader_wait=args.leader_wait,

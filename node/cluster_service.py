@@ -12,6 +12,7 @@ from node import names
 from node.errors import FailedPrecondition, InvalidArgument, Unavailable
 from node.peers import PeerChannels
 from proto import raft_pb2, raft_pb2_grpc
+from replication.raft.transport import address_problem
 from replication.replicator import Leadership, Membership, Rejected, RejectReason, Replicator
 
 R = TypeVar("R")
@@ -38,7 +39,7 @@ class ClusterService:
         return [
             raft_pb2.Member(
                 name=m.name, id=m.id, address=m.address, learner=m.learner,
-                leader=m.leader, match_index=m.match_index,
+                leader=m.leader, match_index=m.match_index, client_address=m.client_address,
             )
             for m in self.membership.member_list()
         ]  # fmt: skip
@@ -76,8 +77,9 @@ class ClusterService:
     ) -> raft_pb2.AddMemberResponse:
         async def here() -> raft_pb2.AddMemberResponse:
             names.check_namespace(request.name)  # member names follow the same rules
-            if ":" not in request.address:
-                raise InvalidArgument(f"address {request.address!r} is not host:port")
+            problem = address_problem(request.address)
+            if problem is not None:
+                raise InvalidArgument(f"address: {problem}")
             await self.membership.add_member(
                 request.name, request.address, learner_only=request.learner_only
             )

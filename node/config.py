@@ -42,8 +42,16 @@ class NodeConfig:
     unsafe_stale_reads: bool = False
     # Start a new node (or, with --peers, a new cluster) from a backup directory.
     restore: Path | None = None
-    # The address peers and clients use to reach this node (default: --listen).
+    # The address clients use to reach this node (default: --listen).
     advertise: str = ""
+    # The Raft peer service's own listener (host:port), so that peers can be
+    # firewalled off from clients. "": peers are served on --listen too.
+    peer_listen: str = ""
+    # The address peers use to reach this node (default: --peer-listen).
+    advertise_peer: str = ""
+    # The TCP port of the Raft message stream, on the peer listener's host
+    # (0: any free port; peers ask for it over the peer service).
+    peer_stream_port: int = 0
     raft_tick_ms: int = 100
     election_ticks: int = 10
     # A write waits this long for a leader (during an election) before UNAVAILABLE.
@@ -57,3 +65,12 @@ class NodeConfig:
     @property
     def clustered(self) -> bool:
         return bool(self.peers or self.join)
+
+    @property
+    def client_address(self) -> str:
+        return self.advertise or self.listen
+
+    @property
+    def peer_address(self) -> str:
+        """This node's address in the Raft membership."""
+        return self.advertise_peer or self.peer_listen or self.client_address

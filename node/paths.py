@@ -100,7 +100,7 @@ class Paths:
         self.channels = channels
         self.leadership = replicator if isinstance(replicator, Leadership) else None
         self.proposer = replicator if isinstance(replicator, ProposeMany) else None
-        self.advertise = config.advertise or config.listen
+        self.peer_address = config.peer_address
         self.limits = frames.Limits(config.max_value_bytes, config.max_request_bytes)
 
     @property
@@ -122,9 +122,9 @@ class Paths:
             except Rejected as rejected:
                 if rejected.reason is not RejectReason.NOT_LEADER or self.leadership is None:
                     raise
-                hint = rejected.leader_hint
-            if hint and hint != self.advertise:
-                result = await self._forward(hint, frame, deadline - loop.time())
+                hint, leader = rejected.leader_hint, rejected.leader_peer
+            if leader and leader != self.peer_address:
+                result = await self._forward(leader, frame, deadline - loop.time())
                 if result is not None:
                     return await self._applied_here(result, deadline)
             if loop.time() >= deadline:
@@ -275,11 +275,11 @@ class Paths:
             return _rejection(raft_pb2.ForwardRejection.INVALID, str(exc))
         except Rejected as rejected:
             reason = _FORWARD_REASON.get(rejected.reason, raft_pb2.ForwardRejection.OUTCOME_UNKNOWN)
-            return _rejection(reason, str(rejected), rejected.leader_hint)
+            return _rejection(reason, str(rejected), rejected.leader_peer)
         except OutcomeUnknown as exc:
             return _rejection(raft_pb2.ForwardRejection.OUTCOME_UNKNOWN, str(exc))
         except Unavailable as exc:  # refused before proposing: closing or failed
-            return _rejection(raft_pb2.ForwardRejection.SHUTTING_DOWN, str(exc), exc.leader_hint)
+            return _rejection(raft_pb2.ForwardRejection.SHUTTING_DOWN, str(exc))
         except Exception as exc:
             log.exception("forwarded write failed")
             return _rejection(
@@ -349,7 +349,9 @@ class Paths:
         if reason == raft_pb2.ForwardRejection.INVALID:
             raise InvalidArgument(rejection.detail)
         if reason == raft_pb2.ForwardRejection.QUEUE_FULL:
-            raise Rejected(RejectReason.QUEUE_FULL, rejection.detail, rejection.leader_hint)
+            raise Rejected(
+                RejectReason.QUEUE_FULL, rejection.detail, leader_peer=rejection.leader_hint
+            )
         raise OutcomeUnknown(f"the leader at {address}: {rejection.detail}")
 
     async def _leader_settles(self, deadline: float) -> None:

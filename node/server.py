@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -51,6 +52,7 @@ HOUSEKEEPING_INTERVAL = 1.0
 FATAL_LINGER = 1.0
 
 ReplicatorFactory = Callable[[NodeConfig], Replicator]
+Service = tuple[ServiceDescriptor, object]
 
 
 def build_replicator(
@@ -64,9 +66,12 @@ def build_replicator(
         return RaftReplicator(
             RaftSettings(
                 name=config.node_id,
-                address=config.advertise or config.listen,
-                # The TCP message stream listens where gRPC does (":port": everywhere).
-                message_host=host_of(config.listen) or "0.0.0.0",
+                address=config.peer_address,
+                client_address=config.client_address,
+                # The TCP message stream listens where the peer service does
+                # (":port": everywhere).
+                message_host=host_of(config.peer_listen or config.listen) or "0.0.0.0",
+                message_port=config.peer_stream_port,
                 directory=config.data_dir / "raft",
                 peers=config.peers,
                 tick_interval=config.raft_tick_ms / 1000,
@@ -137,14 +142,15 @@ class Node:
         self.health = health_aio.HealthServicer()
         self.channels = PeerChannels()
         self.server: grpc.aio.Server | None = None
+        self.peer_server: grpc.aio.Server | None = None
         self.port = 0
+        self.peer_port = 0
         self.replicator: Replicator | None = None
         self.applier: Applier | None = None
         self.peer_service: PeerService | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._health_down: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
-        self.advertise = config.advertise or config.listen
 
     @property
     def closing(self) -> bool:
@@ -187,12 +193,21 @@ class Node:
         await applier.wait_applied(replicator.status().commit_index)
 
         paths = Paths(config, replicator, applier, self.lifecycle, self.channels)
-        server = self._server(paths, replicator, applier)
-        self.port = server.add_insecure_port(config.listen)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {config.listen}")
-        await server.start()
-        self.server = server
+        client_services, peer_services = self._services(paths, replicator, applier)
+        if config.peer_listen and peer_services:
+            self.peer_server, self.peer_port = await self._serve(
+                config.peer_listen, peer_services, reflect=False
+            )
+        else:
+            if peer_services:
+                log.warning(
+                    "the Raft peer service shares the client port %s: anyone who can reach it "
+                    "can talk to the cluster as a member; give peers their own port with "
+                    "--peer-listen and firewall it",
+                    config.listen,
+                )
+            client_services += [s for s in peer_services if s[0] is RAFT_SERVICE]
+        self.server, self.port = await self._serve(config.listen, client_services, reflect=True)
         for service in ("", KV_SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
@@ -201,9 +216,12 @@ class Node:
         host = config.listen.rsplit(":", 1)[0]
         address = f"{host}:{self.port}"
         log.info(
-            "node %s serving on %s (replicator %s, applied index %d, data %s)",
+            "node %s serving clients on %s%s (replicator %s, applied index %d, data %s)",
             config.node_id,
             address,
+            f", peers on {config.peer_listen.rsplit(':', 1)[0]}:{self.peer_port}"
+            if self.peer_server is not None
+            else "",
             replicator.status().kind,
             applier.applied_index,
             config.data_dir,
@@ -223,9 +241,37 @@ class Node:
         if self.config.fault_injection:
             log.warning("fault injection is enabled: never do this in production")
 
-    def _server(self, paths: Paths, replicator: Replicator, applier: Applier) -> grpc.aio.Server:
-        """The gRPC server with every service this node offers, each through
-        node/rpc.py's error boundary and each given only what it uses."""
+    def _services(
+        self, paths: Paths, replicator: Replicator, applier: Applier
+    ) -> tuple[list[Service], list[Service]]:
+        """What the client listener serves, and what the peer listener does:
+        the Raft service, and the Cluster service for admin calls that members
+        relay to the leader (and for nodes joining)."""
+        config = self.config
+        kv = KVService(config, paths, self.store, replicator, applier, self.version)
+        maintenance = MaintenanceService(
+            config.data_dir, applier, self.store, config.max_concurrent_backups
+        )
+        cluster = ClusterService(replicator, self.channels)
+        client: list[Service] = [
+            (KV_SERVICE, kv),
+            (MAINTENANCE_SERVICE, maintenance),
+            (CLUSTER_SERVICE, cluster),
+        ]
+        peer: list[Service] = []
+        partitioning = replicator if isinstance(replicator, Partitioning) else None
+        if isinstance(replicator, PeerEndpoint):
+            self.peer_service = PeerService(replicator.peer_servicer(), paths, partitioning)
+            peer = [(RAFT_SERVICE, self.peer_service), (CLUSTER_SERVICE, cluster)]
+        if config.fault_injection and partitioning is not None:
+            client.append((FAULTS_SERVICE, FaultService(partitioning)))
+        return client, peer
+
+    async def _serve(
+        self, address: str, services: list[Service], reflect: bool
+    ) -> tuple[grpc.aio.Server, int]:
+        """A started gRPC server on `address` with `services`, each through
+        node/rpc.py's error boundary; and its bound port."""
         config = self.config
         server = grpc.aio.server(
             options=[
@@ -235,23 +281,8 @@ class Node:
                 *PEER_SERVER_GRPC_OPTIONS,  # accept the peers' keepalive pings
             ]
         )
-        kv = KVService(config, paths, self.store, replicator, applier, self.version)
-        maintenance = MaintenanceService(
-            config.data_dir, applier, self.store, config.max_concurrent_backups
-        )
-        services = [
-            (KV_SERVICE, kv),
-            (MAINTENANCE_SERVICE, maintenance),
-            (CLUSTER_SERVICE, ClusterService(replicator, self.channels)),
-        ]
-        partitioning = replicator if isinstance(replicator, Partitioning) else None
-        if isinstance(replicator, PeerEndpoint):
-            self.peer_service = PeerService(replicator.peer_servicer(), paths, partitioning)
-            services.append((RAFT_SERVICE, self.peer_service))
-        if config.fault_injection and partitioning is not None:
-            services.append((FAULTS_SERVICE, FaultService(partitioning)))
         # Once fail-stopped, every client request answers UNAVAILABLE with the
-        # reason. The peer service stays open: its Forward answers a structured
+        # reason. The Raft service stays open: its Forward answers a structured
         # rejection, and the replicator drops peer messages itself.
         admit = self.lifecycle.check_fatal
         server.add_generic_rpc_handlers(
@@ -263,10 +294,15 @@ class Node:
             )
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(
-            [service.full_name for service, _ in services] + [health.SERVICE_NAME], server
-        )
-        return server
+        if reflect:
+            reflection.enable(
+                [service.full_name for service, _ in services] + [health.SERVICE_NAME], server
+            )
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        return server, port
 
     def _restore_once(self) -> int:
         """--restore: fill the empty data directory from the backup, the first
@@ -285,7 +321,9 @@ class Node:
         """Ask the cluster at `address` to add this node (as a learner, promoted
         once caught up); learn every member's address from the answer."""
         stub = raft_pb2_grpc.ClusterStub(self.channels.get(address))
-        request = raft_pb2.AddMemberRequest(name=self.config.node_id, address=self.advertise)
+        request = raft_pb2.AddMemberRequest(
+            name=self.config.node_id, address=self.config.peer_address
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
@@ -357,10 +395,9 @@ class Node:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        servers = [s for s in (self.server, self.peer_server) if s is not None]
         server_stopped = (
-            asyncio.get_running_loop().create_task(self.server.stop(grace))
-            if self.server is not None
-            else None
+            asyncio.get_running_loop().create_task(_stop_all(servers, grace)) if servers else None
         )
         # Writes already proposed finish; new ones are refused (closing is set).
         await self.lifecycle.writes_drained(grace)
@@ -380,6 +417,10 @@ class Node:
         applied = self.applier.applied_index if self.applier is not None else 0
         log.info("node %s stopped at applied index %d", self.config.node_id, applied)
         self._stopped.set()
+
+
+async def _stop_all(servers: list[grpc.aio.Server], grace: float) -> None:
+    await asyncio.gather(*(server.stop(grace) for server in servers))
 
 
 async def serve(config: NodeConfig) -> None:

@@ -289,9 +289,9 @@ class KVService:
             first_index=status.first_index,
             members=list(status.members),
             leader_address=(
-                self.paths.leadership.leader_address
+                self.paths.leadership.leader_client_address
                 if self.paths.leadership is not None
-                else self.paths.advertise
+                else self.config.client_address
             ),
         )
 

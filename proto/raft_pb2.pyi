@@ -178,16 +178,26 @@ Global___SendAck: _TypeAlias = SendAck  # noqa: Y015
 class MessagePortRequest(_message.Message):
     """Where this member takes message streams over plain TCP (the cheap path: a
     gRPC stream message costs several times the CPU of a framed socket write).
+    The asking member introduces itself: its Raft id, and the address where it
+    serves clients (peers answer clients with the leader's client address; the
+    Raft membership knows only peer addresses).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    SENDER_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDRESS_FIELD_NUMBER: _builtins.int
+    sender: _builtins.int
+    client_address: _builtins.str
     def __init__(
         self,
+        *,
+        sender: _builtins.int = ...,
+        client_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_address", b"client_address", "sender", b"sender"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -394,6 +404,7 @@ class ForwardRejection(_message.Message):
     reason: Global___ForwardRejection.Reason.ValueType
     detail: _builtins.str
     leader_hint: _builtins.str
+    """The leader's peer address, as far as the answering member knows."""
     def __init__(
         self,
         *,
@@ -445,6 +456,7 @@ class Member(_message.Message):
     LEARNER_FIELD_NUMBER: _builtins.int
     LEADER_FIELD_NUMBER: _builtins.int
     MATCH_INDEX_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDRESS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     id: _builtins.int
     address: _builtins.str
@@ -452,6 +464,10 @@ class Member(_message.Message):
     leader: _builtins.bool
     match_index: _builtins.int
     """Leader's view: the member's replicated index."""
+    client_address: _builtins.str
+    """Where the member serves clients ("" until it introduced itself to the
+    member answering); `address` is its peer address.
+    """
     def __init__(
         self,
         *,
@@ -461,10 +477,11 @@ class Member(_message.Message):
         learner: _builtins.bool = ...,
         leader: _builtins.bool = ...,
         match_index: _builtins.int = ...,
+        client_address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "leader", b"leader", "learner", b"learner", "match_index", b"match_index", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "client_address", b"client_address", "id", b"id", "leader", b"leader", "learner", b"learner", "match_index", b"match_index", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

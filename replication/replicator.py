@@ -30,10 +30,15 @@ class Rejected(Exception):
     """The frame was not accepted and will never be applied (for LEADERSHIP_LOST
     and STORAGE_FAILED it may still be: the outcome is unknown)."""
 
-    def __init__(self, reason: RejectReason, detail: str = "", leader_hint: str = "") -> None:
+    def __init__(
+        self, reason: RejectReason, detail: str = "", leader_hint: str = "", leader_peer: str = ""
+    ) -> None:
         self.reason = reason
         self.detail = detail
+        # Where clients reach the leader, and where members do (a write is
+        # forwarded there); either is "" when not known.
         self.leader_hint = leader_hint
+        self.leader_peer = leader_peer
         text = reason.value + (f": {detail}" if detail else "")
         if leader_hint:
             text += f" (leader: {leader_hint})"
@@ -119,7 +124,12 @@ class Leadership(Protocol):
 
     @property
     def leader_address(self) -> str:
-        """Where the current leader serves ("" while none is known)."""
+        """Where the current leader serves its peers ("" while none is known)."""
+        ...
+
+    @property
+    def leader_client_address(self) -> str:
+        """Where the current leader serves clients ("" while not known)."""
         ...
 
     async def leader_changed(self, within: float) -> None:
@@ -160,7 +170,15 @@ class MemberView(Protocol):
     @property
     def id(self) -> int: ...
     @property
-    def address(self) -> str: ...
+    def address(self) -> str:
+        """Where members reach it."""
+        ...
+
+    @property
+    def client_address(self) -> str:
+        """Where clients reach it ("" while not known)."""
+        ...
+
     @property
     def learner(self) -> bool: ...
     @property

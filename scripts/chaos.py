@@ -59,7 +59,7 @@ from node.client import (
 )
 from proto import frame_pb2, raft_pb2, raft_pb2_grpc
 from scripts.checker import FAIL, INF, INFO, OK, Op, Verdict, Write, check
-from scripts.cluster import LocalCluster, LocalNode, free_ports, wait_until
+from scripts.cluster import LocalCluster, wait_until
 
 SCENARIO_DIR = Path(__file__).parent / "chaos_scenarios"
 NAMESPACE = "chaos"
@@ -329,15 +329,7 @@ class LocalBackend(Backend):
                 self._faults_call(n, heal=True)
 
     def add_node(self, name: str, via: str) -> None:
-        node = LocalNode(
-            data_dir=self.base / name,
-            args=["--join", self.addresses[via], *self.node_args],
-            log_path=self.base / f"{name}.log",
-            node_id=name,
-            listen=f"127.0.0.1:{free_ports(1)[0]}",
-        )
-        self.cluster.nodes[name] = node
-        self.addresses[name] = node.listen
+        self.cluster.joining_node(name, via, tuple(self.node_args))
 
 
 # -- one run --------------------------------------------------------------------

@@ -150,24 +150,49 @@ class LocalCluster:
         ports: list[int] | None = None,
         args: tuple[str, ...] = (),
         names: list[str] | None = None,
+        peer_ports: list[int] | None = None,
     ) -> None:
         self.base = base
         names = names or [f"n{i + 1}" for i in range(size)]
         ports = ports or free_ports(size)
+        peer_ports = peer_ports or free_ports(size)
+        # Where clients reach each node, and where its peers do (--peer-listen).
         self.addresses = {
             name: f"127.0.0.1:{port}" for name, port in zip(names, ports, strict=True)
         }
-        peers = ",".join(f"{n}={a}" for n, a in self.addresses.items())
+        self.peer_addresses = {
+            name: f"127.0.0.1:{port}" for name, port in zip(names, peer_ports, strict=True)
+        }
+        peers = ",".join(f"{n}={a}" for n, a in self.peer_addresses.items())
         self.nodes: dict[str, LocalNode] = {
             name: LocalNode(
                 data_dir=base / name,
-                args=["--peers", peers, *args],
+                args=["--peers", peers, "--peer-listen", self.peer_addresses[name], *args],
                 log_path=base / f"{name}.log",
                 node_id=name,
                 listen=address,
             )
             for name, address in self.addresses.items()
         }
+
+    def joining_node(self, name: str, via: str, args: tuple[str, ...] = ()) -> LocalNode:
+        """A new member (not started yet) that joins the cluster through the
+        peer address of member `via`."""
+        port, peer_port = free_ports(2)
+        self.addresses[name] = f"127.0.0.1:{port}"
+        self.peer_addresses[name] = f"127.0.0.1:{peer_port}"
+        node = self.nodes[name] = LocalNode(
+            data_dir=self.base / name,
+            args=[
+                "--join", self.peer_addresses[via],
+                "--peer-listen", self.peer_addresses[name],
+                *args,
+            ],
+            log_path=self.base / f"{name}.log",
+            node_id=name,
+            listen=self.addresses[name],
+        )  # fmt: skip
+        return node
 
     def start(self) -> LocalCluster:
         for node in self.nodes.values():
@@ -227,10 +252,15 @@ def main() -> int:
     )
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--data", type=Path, default=Path("./data"))
-    p.add_argument("--base-port", type=int, default=7001)
+    p.add_argument("--base-port", type=int, default=7001, help="client ports from here")
+    p.add_argument(
+        "--peer-base-port", type=int, default=0, help="peer ports from here (base port + 100)"
+    )
     args = p.parse_args()
     ports = [args.base_port + i for i in range(args.nodes)]
-    cluster = LocalCluster(args.data, args.nodes, ports=ports)
+    peer_base = args.peer_base_port or args.base_port + 100
+    peer_ports = [peer_base + i for i in range(args.nodes)]
+    cluster = LocalCluster(args.data, args.nodes, ports=ports, peer_ports=peer_ports)
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -245,7 +275,8 @@ def main() -> int:
         print(f"shardlite cluster of {args.nodes} nodes, data under {args.data}/:")
         for name, address in cluster.addresses.items():
             mark = "  (leader)" if name == leader else ""
-            print(f"  {name}  {address}  log {cluster.nodes[name].log_path}{mark}")
+            peer = cluster.peer_addresses[name]
+            print(f"  {name}  {address}  peers {peer}  log {cluster.nodes[name].log_path}{mark}")
         first = next(iter(cluster.addresses.values()))
         print("Try, in another shell:")
         print(f"  .venv/bin/shardlite put greeting hello --endpoint {first}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from proto import frame_pb2
+from proto import frame_pb2, raft_pb2
 from replication.durable import crash_point, fsync_tree, replace_durably
 from replication.replicator import (
     Accepted,
@@ -84,12 +84,13 @@ class MemberView:
     learner: bool
     leader: bool
     match_index: int
+    client_address: str = ""
 
 
 @dataclass(frozen=True)
 class RaftSettings:
     name: str
-    address: str
+    address: str  # where peers reach this member
     directory: Path
     peers: dict[str, str]  # static bootstrap: every founding member, self included
     tick_interval: float = 0.1
@@ -102,6 +103,11 @@ class RaftSettings:
     # gRPC on; the port is picked at start and told by Raft.MessagePort).
     # None: the host of `address`; "": no TCP stream (peers use Raft.Send).
     message_host: str | None = None
+    # ... and on this port (0: any free one).
+    message_port: int = 0
+    # Where this member serves clients (peers learn it by MessagePort; "":
+    # the same as `address`).
+    client_address: str = ""
     # Proposals in flight here (queued for the loop or waiting to commit), by
     # count and by bytes: past either, propose answers QUEUE_FULL at once.
     max_pending_proposals: int = 10_000
@@ -174,6 +180,10 @@ class RaftReplicator:
         self._closing = False
         self._servicer: RaftServicer | None = None
         self.driver.transport.metadata = self.cluster.metadata
+        self.driver.transport.introduction = raft_pb2.MessagePortRequest(
+            sender=self.id, client_address=settings.client_address or settings.address
+        )
+        self._client_addresses: dict[int, str] = {}
         self.driver.start()
         self._promoter = asyncio.get_running_loop().create_task(
             self._promote_learners(), name="raft-promote-learners"
@@ -230,8 +240,11 @@ class RaftReplicator:
 
     def _rejected(self, exc: ProposalDroppedError) -> Rejected:
         reason = _DROP_REASONS.get(exc.reason, RejectReason.INVALID)
-        hint = self.members.address(exc.leader_hint) or "" if exc.leader_hint else ""
-        return Rejected(reason, exc.reason.value, leader_hint=hint)
+        leader = exc.leader_hint
+        peer = self.members.address(leader) or "" if leader else ""
+        return Rejected(
+            reason, exc.reason.value, leader_hint=self.client_address(leader), leader_peer=peer
+        )
 
     @contextlib.contextmanager
     def _refusals(self) -> Iterator[None]:
@@ -446,6 +459,22 @@ class RaftReplicator:
     def leader_address(self) -> str:
         return self.members.address(self.driver.leader) or "" if self.driver.leader else ""
 
+    @property
+    def leader_client_address(self) -> str:
+        return self.client_address(self.driver.leader)
+
+    def client_address(self, nid: int) -> str:
+        """Where member `nid` serves clients, as it told us ("" if unknown)."""
+        if nid == self.id:
+            return self.settings.client_address or self.settings.address
+        return self._client_addresses.get(nid, "") if nid else ""
+
+    def _introduced(self, sender: int, client_address: str) -> None:
+        """A member asked for our message port and said where it serves
+        clients; kept for members only, so strangers cannot grow the map."""
+        if sender in self.driver.core.status().conf_state.members():
+            self._client_addresses[sender] = client_address
+
     def status(self) -> ReplicatorStatus:
         st = self.driver.core.status()
         return ReplicatorStatus(
@@ -483,6 +512,8 @@ class RaftReplicator:
                 on_snapshot=self.receive_snapshot,
                 cluster=self.cluster,
                 message_host=host_of(self.settings.address) if host is None else host,
+                message_port=self.settings.message_port,
+                on_introduced=self._introduced,
             )
         return self._servicer
 
@@ -524,6 +555,7 @@ class RaftReplicator:
                     learner=nid in st.conf_state.learners,
                     leader=nid == st.leader,
                     match_index=progress.match if progress else 0,
+                    client_address=self.client_address(nid),
                 )
             )
         return views

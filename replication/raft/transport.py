@@ -118,11 +118,13 @@ class _Peer:
         resolve: Callable[[int], str | None],
         on_unreachable: Callable[[int], None],
         metadata: Callable[[], Metadata],
+        introduction: Callable[[], raft_pb2.MessagePortRequest],
     ) -> None:
         self.nid = nid
         self.resolve = resolve
         self.on_unreachable = on_unreachable
         self.metadata = metadata
+        self.introduction = introduction
         self.pending: list[Message] = []
         self.wake = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{nid}")
@@ -184,7 +186,7 @@ class _Peer:
         """The peer's TCP message port; 0 if it has none (an older member)."""
         try:
             reply = await stub.MessagePort(
-                raft_pb2.MessagePortRequest(), metadata=self.metadata(), timeout=HANDSHAKE_TIMEOUT
+                self.introduction(), metadata=self.metadata(), timeout=HANDSHAKE_TIMEOUT
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
@@ -260,6 +262,8 @@ class PeerTransport:
         self._peers: dict[int, _Peer] = {}
         # What every peer RPC carries (the cluster id, set by the replicator).
         self.metadata: Callable[[], Metadata] = _no_metadata
+        # Who we are, told to every peer we stream to (set by the replicator).
+        self.introduction = raft_pb2.MessagePortRequest()
         self._snapshot_sends: dict[int, asyncio.Task[None]] = {}
         # Fault injection for tests and chaos: peers we pretend not to reach.
         self.blocked: set[int] = set()
@@ -277,7 +281,11 @@ class PeerTransport:
             peer = self._peers.get(nid)
             if peer is None:
                 peer = self._peers[nid] = _Peer(
-                    nid, self.resolve, self.on_unreachable, lambda: self.metadata()
+                    nid,
+                    self.resolve,
+                    self.on_unreachable,
+                    lambda: self.metadata(),
+                    lambda: self.introduction,
                 )
             peer.enqueue(batch)
 
@@ -342,8 +350,12 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         on_snapshot: Callable[[Message, Path], Awaitable[None]] | None = None,
         cluster: ClusterId | None = None,
         message_host: str = "",
+        message_port: int = 0,
+        on_introduced: Callable[[int, str], None] | None = None,
     ) -> None:
         self.deliver = deliver
+        self.message_port_number = message_port
+        self.on_introduced = on_introduced
         self.cluster = cluster
         # Where received snapshots are written aside, and who takes them.
         self.incoming = incoming
@@ -379,6 +391,13 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
             context.set_details(refused)
             return raft_pb2.MessagePortResponse()
+        problem = address_problem(request.client_address) if request.client_address else None
+        if problem is not None:
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            context.set_details(f"client_address: {problem}")
+            return raft_pb2.MessagePortResponse()
+        if self.on_introduced is not None and request.sender and request.client_address:
+            self.on_introduced(request.sender, request.client_address)
         return raft_pb2.MessagePortResponse(port=await self.message_port())
 
     async def message_port(self) -> int:
@@ -389,7 +408,7 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             if self._listener is None:
                 try:
                     self._listener = await asyncio.start_server(
-                        self._serve_stream, self.message_host, 0
+                        self._serve_stream, self.message_host, self.message_port_number
                     )
                 except OSError as exc:
                     log.warning(
@@ -515,6 +534,21 @@ def host_of(address: str) -> str:
     """The host of a `host:port` address (`[v6]:port` too)."""
     host = address.rpartition(":")[0]
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+MAX_ADDRESS_CHARS = 255
+
+
+def address_problem(address: str) -> str | None:
+    """What is wrong with `address` as a `host:port` a member tells others, or None."""
+    host, sep, port = address.rpartition(":")
+    if len(address) > MAX_ADDRESS_CHARS:
+        return f"longer than {MAX_ADDRESS_CHARS} characters"
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"{address!r} is not host:port"
+    if not address.isascii() or not address.isprintable() or " " in address:
+        return f"{address!r} holds characters no address has"
+    return None
 
 
 def _write_frame(writer: asyncio.StreamWriter, payload: bytes) -> None:

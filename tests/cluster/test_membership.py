@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from node.client import ClientError
 from tests.cluster.conftest import FAST
-from tests.harness import LocalCluster, NodeProcess, free_ports, wait_until
+from tests.harness import LocalCluster, wait_until
 
 
 def _voters(cluster_client_members: list) -> dict[str, str]:  # type: ignore[type-arg]
@@ -43,16 +43,7 @@ def test_add_remove_transfer_while_writing(make_cluster: Callable[..., LocalClus
         t.start()
     try:
         # 1. A fourth node joins through n3, first as a learner, then promoted.
-        port = free_ports(1)[0]
-        n4 = NodeProcess(
-            data_dir=cluster.base / "n4",
-            args=["--join", cluster.addresses["n3"], *FAST],
-            log_path=cluster.base / "n4.log",
-            node_id="n4",
-            listen=f"127.0.0.1:{port}",
-        )
-        cluster.nodes["n4"] = n4
-        cluster.addresses["n4"] = n4.listen
+        n4 = cluster.joining_node("n4", via="n3", args=tuple(FAST))
         n4.start()
         with cluster.client("n1") as admin:
             wait_until(

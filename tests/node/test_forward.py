@@ -42,7 +42,7 @@ class FollowerReplicator:
 
     async def propose(self, frame: frame_pb2.Frame) -> Accepted:
         self.proposed.append(frame)
-        raise Rejected(self.reason, "scripted", leader_hint=self.leader)
+        raise Rejected(self.reason, "scripted", leader_peer=self.leader)
 
     async def subscribe(
         self, from_index: int, *, marks: bool = False
@@ -67,6 +67,10 @@ class FollowerReplicator:
     @property
     def leader_address(self) -> str:
         return self.leader
+
+    @property
+    def leader_client_address(self) -> str:
+        return ""
 
     async def leader_changed(self, within: float) -> None:
         await asyncio.sleep(within)
