@@ -104,14 +104,18 @@ class _Op:
 class _Endpoint:
     """The node this client talks to: its channel and stub."""
 
-    def __init__(self, address: str, max_message_bytes: int) -> None:
+    def __init__(
+        self, address: str, max_message_bytes: int, credentials: grpc.ChannelCredentials | None
+    ) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self.channel = (
+            grpc.aio.secure_channel(address, credentials, options=options)
+            if credentials is not None
+            else grpc.aio.insecure_channel(address, options=options)
         )
         self.stub = kv_pb2_grpc.KVStub(self.channel)
 
@@ -141,6 +145,7 @@ class AsyncClient:
         max_in_flight: int = 2,
         max_ops_per_call: int = 1_000,
         max_bytes_per_call: int = 4 << 20,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if max_in_flight < 1 or not 1 <= max_ops_per_call <= NODE_MAX_MULTI_OPS:
             raise ValueError(
@@ -155,7 +160,7 @@ class AsyncClient:
         # Never the caller's id alone: see node/client.py's module docstring.
         self.client_id = incarnation_id(client_id if client_id is not None else uuid.uuid4().hex)
         self._seq = itertools.count(1)
-        self._endpoint = _Endpoint(endpoint, max_message_bytes)
+        self._endpoint = _Endpoint(endpoint, max_message_bytes, credentials)
         self._writes = _Lane("write")
         self._gets = {
             consistency: _Lane(kv_pb2.Consistency.Name(consistency))

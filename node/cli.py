@@ -23,9 +23,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 
-from node.client import LINEARIZABLE, SERIALIZABLE, Client, ClientError
+from node.client import (
+    LINEARIZABLE,
+    SERIALIZABLE,
+    Client,
+    ClientError,
+    open_channel,
+    tls_credentials,
+)
 from node.config import NodeConfig
 from node.logs import setup_logging
 from proto import kv_pb2
@@ -153,6 +161,26 @@ def _node_parser(sub: Any) -> None:
         help="TCP port of the Raft message stream on the peer host (default 0: any free port, "
         "told to peers over the peer service; set it to open a firewall for it)",
     )
+    p.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate for clients (PEM)")
+    p.add_argument("--tls-key", type=Path, default=None, help="its private key (PEM)")
+    p.add_argument(
+        "--tls-ca", type=Path, default=None, help="CA that signs client certificates (PEM)"
+    )
+    p.add_argument(
+        "--client-cert-auth",
+        action="store_true",
+        help="require a client certificate signed by --tls-ca",
+    )
+    p.add_argument(
+        "--peer-tls-cert",
+        type=Path,
+        default=None,
+        help="TLS certificate for members (PEM); peers then always authenticate each other",
+    )
+    p.add_argument("--peer-tls-key", type=Path, default=None, help="its private key (PEM)")
+    p.add_argument(
+        "--peer-tls-ca", type=Path, default=None, help="the cluster's CA: it signs every member"
+    )
     p.add_argument("--raft-tick-ms", type=int, default=defaults.raft_tick_ms)
     p.add_argument(
         "--election-ticks",
@@ -207,6 +235,13 @@ def _run_node(args: argparse.Namespace) -> int:
         peer_listen=args.peer_listen,
         advertise_peer=args.advertise_peer,
         peer_stream_port=args.peer_stream_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
+        client_cert_auth=args.client_cert_auth,
+        peer_tls_cert=args.peer_tls_cert,
+        peer_tls_key=args.peer_tls_key,
+        peer_tls_ca=args.peer_tls_ca,
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,
         leader_wait=args.leader_wait,
@@ -224,6 +259,7 @@ def _run_node(args: argparse.Namespace) -> int:
             )
     from node.backup import RestoreError
     from node.server import DataDirMismatch, FatalError, serve
+    from replication.tls import TlsError
 
     try:
         asyncio.run(serve(config))
@@ -232,6 +268,9 @@ def _run_node(args: argparse.Namespace) -> int:
         return 1
     except RestoreError as exc:
         print(f"error: cannot restore: {exc}", file=sys.stderr)
+        return 2
+    except TlsError as exc:
+        print(f"error: TLS: {exc}", file=sys.stderr)
         return 2
     except DataDirMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -245,12 +284,34 @@ def _client_parser(sub: Any, name: str, help_text: str, run: Callable[..., int])
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     p.add_argument("--org", default="", help="organisation (empty = default)")
     p.add_argument("-n", "--namespace", default="default", help="namespace")
+    p.add_argument(
+        "--cacert", type=Path, default=None, help="talk TLS; this CA checks the node (PEM)"
+    )
+    p.add_argument("--cert", type=Path, default=None, help="client certificate (PEM), with --key")
+    p.add_argument("--key", type=Path, default=None, help="the client certificate's key (PEM)")
     p.set_defaults(run=run)
     return p
 
 
+def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS when any of --cacert/--cert/--key is given."""
+    if args.cacert is None and args.cert is None and args.key is None:
+        return None
+    return tls_credentials(args.cacert, args.cert, args.key)
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    return open_channel(args.endpoint, _credentials(args), 4 << 20)
+
+
 def _client(args: argparse.Namespace) -> Client:
-    return Client(args.endpoint, org=args.org, namespace=args.namespace, timeout=args.timeout)
+    return Client(
+        args.endpoint,
+        org=args.org,
+        namespace=args.namespace,
+        timeout=args.timeout,
+        credentials=_credentials(args),
+    )
 
 
 def _value_arg(value: str) -> bytes:
@@ -383,7 +444,7 @@ def _health(args: argparse.Namespace) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.endpoint) as channel:
+    with _channel(args) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=args.timeout
@@ -412,7 +473,7 @@ def _faults(args: argparse.Namespace) -> int:
     def names(value: str) -> list[str]:
         return [n for n in value.split(",") if n]
 
-    with grpc.insecure_channel(args.endpoint) as channel:
+    with _channel(args) as channel:
         stub = raft_pb2_grpc.FaultsStub(channel)
         try:
             if args.action == "heal":
@@ -492,7 +553,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="from_index", type=int, default=0, help="first index (0 = only new frames)"
     )
     p.add_argument("--count", type=int, default=0, help="stop after this many (0 = never)")
+    _certs_parser(sub)
     return parser
+
+
+def _certs_parser(sub: Any) -> None:
+    text = (
+        "make a CA (or reuse the one in DIR) and certificates signed by it, for local use: "
+        "one per node (server and client: members authenticate each other) and per client"
+    )
+    p = sub.add_parser("certs", help=text, description=text)
+    p.add_argument("directory", type=Path, help="where ca.pem, ca.key, NAME.pem, NAME.key go")
+    p.add_argument("--nodes", default="", help="node names, comma separated (n1,n2,n3)")
+    p.add_argument(
+        "--hosts",
+        default="127.0.0.1,localhost",
+        help="host names and IPs every node certificate is valid for, besides its name "
+        "(default: 127.0.0.1,localhost)",
+    )
+    p.add_argument("--clients", default="", help="client certificate names, comma separated")
+    p.add_argument("--days", type=int, default=825, help="validity of the certificates")
+    p.set_defaults(run=_certs)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from node import certs
+
+    def names(value: str) -> list[str]:
+        items = [n.strip() for n in value.split(",") if n.strip()]
+        for item in items:
+            if not item.replace("-", "").replace("_", "").replace(".", "").isalnum():
+                raise ValueError(f"{item!r}: names are letters, digits, '-', '_' and '.'")
+            if item.startswith(".") or item == "ca":
+                raise ValueError(f"{item!r} cannot name a certificate")
+        return items
+
+    nodes, clients, hosts = names(args.nodes), names(args.clients), names(args.hosts)
+    if not nodes and not clients:
+        raise ValueError("give --nodes and/or --clients: nothing to make")
+    if args.days < 1:
+        raise ValueError("--days must be at least 1")
+    certs.load_or_make_ca(args.directory)
+    print(f"CA: {args.directory / certs.CA_CERT} (keep {certs.CA_KEY} private)")
+    for name in nodes:
+        cert, _ = certs.issue(args.directory, name, hosts, server=True, days=args.days)
+        print(f"node {name}: {cert} (valid for {', '.join([name, *hosts])})")
+    for name in clients:
+        cert, _ = certs.issue(args.directory, name, server=False, days=args.days)
+        print(f"client {name}: {cert}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

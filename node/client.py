@@ -104,6 +104,32 @@ class Condition:
     version: int  # 0 = must not exist
 
 
+def tls_credentials(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS to the nodes: `ca` checks the node's certificate (None: the system's
+    roots); `cert` and `key` are this client's, for nodes that require one."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate and its key go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes() if ca is not None else None,
+        private_key=key.read_bytes() if key is not None else None,
+        certificate_chain=cert.read_bytes() if cert is not None else None,
+    )
+
+
+def open_channel(
+    endpoint: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int
+) -> grpc.Channel:
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    if credentials is None:
+        return grpc.insecure_channel(endpoint, options=options)
+    return grpc.secure_channel(endpoint, credentials, options=options)
+
+
 class Client:
     def __init__(
         self,
@@ -114,6 +140,7 @@ class Client:
         timeout: float = 10.0,
         client_id: str | None = None,
         max_message_bytes: int = 64 << 20,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.org = org
@@ -123,13 +150,7 @@ class Client:
         self.client_id = incarnation_id(client_id if client_id is not None else uuid.uuid4().hex)
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
-        self._channel = grpc.insecure_channel(
-            endpoint,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        self._channel = open_channel(endpoint, credentials, max_message_bytes)
         self._stub = kv_pb2_grpc.KVStub(self._channel)
         self._cluster = raft_pb2_grpc.ClusterStub(self._channel)
         self._maintenance = kv_pb2_grpc.MaintenanceStub(self._channel)

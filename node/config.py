@@ -52,6 +52,16 @@ class NodeConfig:
     # The TCP port of the Raft message stream, on the peer listener's host
     # (0: any free port; peers ask for it over the peer service).
     peer_stream_port: int = 0
+    # TLS for clients (certificate, key, and the CA that signs client
+    # certificates); client certificates are checked when required.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    client_cert_auth: bool = False
+    # TLS between members: always mutual, the CA is the cluster's.
+    peer_tls_cert: Path | None = None
+    peer_tls_key: Path | None = None
+    peer_tls_ca: Path | None = None
     raft_tick_ms: int = 100
     election_ticks: int = 10
     # A write waits this long for a leader (during an election) before UNAVAILABLE.

@@ -5,21 +5,31 @@ from __future__ import annotations
 
 import grpc
 
-from replication.raft.transport import GRPC_OPTIONS
+from replication.raft.transport import open_channel, tls_generation
+from replication.tls import TlsFiles
 
 
 class PeerChannels:
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+    def __init__(self, tls: TlsFiles | None = None) -> None:
+        self.tls = tls
+        self._channels: dict[str, tuple[grpc.aio.Channel, int]] = {}
+        self._retired: list[grpc.aio.Channel] = []
 
     def get(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
+        """The channel to `address`; a new one once the TLS files changed (the
+        old one is closed with the others: calls on it may still run)."""
+        generation = tls_generation(self.tls)
+        channel, made = self._channels.get(address, (None, generation))
+        if channel is not None and made != generation:
+            self._retired.append(channel)
+            channel = None
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-            self._channels[address] = channel
+            channel = open_channel(address, self.tls)
+            self._channels[address] = (channel, generation)
         return channel
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
-        for channel in channels.values():
+        retired, self._retired = self._retired, []
+        for channel in [c for c, _ in channels.values()] + retired:
             await channel.close(None)

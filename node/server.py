@@ -31,6 +31,7 @@ from node.peers import PeerChannels
 from node.service import KVService
 from node.shards import ShardStore
 from node.snapshots import ShardSnapshots
+from node.tls_config import client_tls, peer_tls
 from proto import kv_pb2, raft_pb2, raft_pb2_grpc
 from replication.noop import NoopReplicator
 from replication.raft.replicator import RaftReplicator, RaftSettings
@@ -38,6 +39,7 @@ from replication.raft.snapshots import StateMachine
 from replication.raft.transport import SERVER_GRPC_OPTIONS as PEER_SERVER_GRPC_OPTIONS
 from replication.raft.transport import host_of
 from replication.replicator import Membership, Partitioning, PeerEndpoint, Replicator
+from replication.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ def build_replicator(
     state_machine: StateMachine,
     restored_index: int,
     on_fatal: Callable[[BaseException], None] | None = None,
+    peer_tls: TlsFiles | None = None,
 ) -> Replicator:
     """Raft when the node has peers; the no-op replicator when it is alone."""
     if config.clustered:
@@ -72,6 +75,7 @@ def build_replicator(
                 # (":port": everywhere).
                 message_host=host_of(config.peer_listen or config.listen) or "0.0.0.0",
                 message_port=config.peer_stream_port,
+                tls=peer_tls,
                 directory=config.data_dir / "raft",
                 peers=config.peers,
                 tick_interval=config.raft_tick_ms / 1000,
@@ -140,7 +144,9 @@ class Node:
         self.lifecycle = Lifecycle()
         self.store = ShardStore(config.data_dir, config.shard_cache_size, config.shard_idle_seconds)
         self.health = health_aio.HealthServicer()
-        self.channels = PeerChannels()
+        self.client_tls = client_tls(config)
+        self.peer_tls = peer_tls(config)
+        self.channels = PeerChannels(self.peer_tls)
         self.server: grpc.aio.Server | None = None
         self.peer_server: grpc.aio.Server | None = None
         self.port = 0
@@ -165,7 +171,9 @@ class Node:
         snapshots = ShardSnapshots(self.store)
         if self._replicator_factory is None:
             check_data_dir_kind(config)
-            replicator = build_replicator(config, snapshots, restored, self.fail_stop)
+            replicator = build_replicator(
+                config, snapshots, restored, self.fail_stop, self.peer_tls
+            )
         else:
             replicator = self._replicator_factory(config)
         self.replicator = replicator
@@ -196,7 +204,7 @@ class Node:
         client_services, peer_services = self._services(paths, replicator, applier)
         if config.peer_listen and peer_services:
             self.peer_server, self.peer_port = await self._serve(
-                config.peer_listen, peer_services, reflect=False
+                config.peer_listen, peer_services, reflect=False, tls=self.peer_tls, mutual=True
             )
         else:
             if peer_services:
@@ -207,7 +215,13 @@ class Node:
                     config.listen,
                 )
             client_services += [s for s in peer_services if s[0] is RAFT_SERVICE]
-        self.server, self.port = await self._serve(config.listen, client_services, reflect=True)
+        self.server, self.port = await self._serve(
+            config.listen,
+            client_services,
+            reflect=True,
+            tls=self.client_tls,
+            mutual=config.client_cert_auth,
+        )
         for service in ("", KV_SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
@@ -268,7 +282,12 @@ class Node:
         return client, peer
 
     async def _serve(
-        self, address: str, services: list[Service], reflect: bool
+        self,
+        address: str,
+        services: list[Service],
+        reflect: bool,
+        tls: TlsFiles | None,
+        mutual: bool,
     ) -> tuple[grpc.aio.Server, int]:
         """A started gRPC server on `address` with `services`, each through
         node/rpc.py's error boundary; and its bound port."""
@@ -298,7 +317,11 @@ class Node:
             reflection.enable(
                 [service.full_name for service, _ in services] + [health.SERVICE_NAME], server
             )
-        port = server.add_insecure_port(address)
+        port = (
+            server.add_secure_port(address, tls.server_credentials(require_client_cert=mutual))
+            if tls is not None
+            else server.add_insecure_port(address)
+        )
         if port == 0:
             raise OSError(f"cannot listen on {address}")
         await server.start()

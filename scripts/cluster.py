@@ -151,8 +151,13 @@ class LocalCluster:
         args: tuple[str, ...] = (),
         names: list[str] | None = None,
         peer_ports: list[int] | None = None,
+        node_args: Callable[[str], list[str]] | None = None,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
+        """`args` go to every node, `node_args(name)` to that one (its
+        certificate, say); `client_options` to every Client made here."""
         self.base = base
+        self.client_options = client_options or {}
         names = names or [f"n{i + 1}" for i in range(size)]
         ports = ports or free_ports(size)
         peer_ports = peer_ports or free_ports(size)
@@ -167,7 +172,14 @@ class LocalCluster:
         self.nodes: dict[str, LocalNode] = {
             name: LocalNode(
                 data_dir=base / name,
-                args=["--peers", peers, "--peer-listen", self.peer_addresses[name], *args],
+                args=[
+                    "--peers",
+                    peers,
+                    "--peer-listen",
+                    self.peer_addresses[name],
+                    *args,
+                    *(node_args(name) if node_args else ()),
+                ],
                 log_path=base / f"{name}.log",
                 node_id=name,
                 listen=address,
@@ -211,7 +223,7 @@ class LocalCluster:
             node.kill()
 
     def client(self, name: str, **kwargs: Any) -> Client:
-        return Client(self.addresses[name], **kwargs)
+        return Client(self.addresses[name], **{**self.client_options, **kwargs})
 
     def leader(self, timeout: float = 15.0, among: list[str] | None = None) -> str:
         """The name of the node that is leader (as it says itself), once all the

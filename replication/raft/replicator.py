@@ -28,6 +28,7 @@ from replication.replicator import (
     RejectReason,
     ReplicatorStatus,
 )
+from replication.tls import TlsFiles
 
 from .cluster_id import ClusterId, derive
 from .core import RaftCore
@@ -108,6 +109,8 @@ class RaftSettings:
     # Where this member serves clients (peers learn it by MessagePort; "":
     # the same as `address`).
     client_address: str = ""
+    # Mutual TLS between members (certificates the cluster's CA signed).
+    tls: TlsFiles | None = None
     # Proposals in flight here (queued for the loop or waiting to commit), by
     # count and by bytes: past either, propose answers QUEUE_FULL at once.
     max_pending_proposals: int = 10_000
@@ -180,6 +183,7 @@ class RaftReplicator:
         self._closing = False
         self._servicer: RaftServicer | None = None
         self.driver.transport.metadata = self.cluster.metadata
+        self.driver.transport.tls = settings.tls
         self.driver.transport.introduction = raft_pb2.MessagePortRequest(
             sender=self.id, client_address=settings.client_address or settings.address
         )
@@ -514,6 +518,7 @@ class RaftReplicator:
                 message_host=host_of(self.settings.address) if host is None else host,
                 message_port=self.settings.message_port,
                 on_introduced=self._introduced,
+                tls=self.settings.tls,
             )
         return self._servicer
 

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from google.protobuf.message import DecodeError
 
 from proto import raft_pb2, raft_pb2_grpc
 from replication.replicator import MalformedPeerMessage
+from replication.tls import TlsError, TlsFiles
 
 from .cluster_id import METADATA_KEY, ClusterId
 from .codec import message_from_pb, message_to_pb
@@ -88,6 +90,21 @@ GRPC_OPTIONS = channel_options()
 SERVER_GRPC_OPTIONS = server_options()
 
 
+def open_channel(address: str, tls: TlsFiles | None) -> grpc.aio.Channel:
+    """A channel to a member: mutually authenticated when the cluster has TLS."""
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+    return grpc.aio.secure_channel(address, tls.channel_credentials(), options=GRPC_OPTIONS)
+
+
+def tls_generation(tls: TlsFiles | None) -> int:
+    """Changes when the TLS files do: a channel made before is remade."""
+    if tls is None:
+        return 0
+    tls.current()
+    return tls.generation
+
+
 Metadata = tuple[tuple[str, str], ...]
 _refusals: dict[str, float] = {}
 
@@ -119,7 +136,10 @@ class _Peer:
         on_unreachable: Callable[[int], None],
         metadata: Callable[[], Metadata],
         introduction: Callable[[], raft_pb2.MessagePortRequest],
+        tls: TlsFiles | None = None,
     ) -> None:
+        self.tls = tls
+        self.channel_generation = -1
         self.nid = nid
         self.resolve = resolve
         self.on_unreachable = on_unreachable
@@ -155,11 +175,16 @@ class _Peer:
                 self.pending.clear()
                 await asyncio.sleep(backoff)
                 continue
-            if address != self.address or self.channel is None:
+            generation = tls_generation(self.tls)
+            if (
+                address != self.address
+                or self.channel is None
+                or generation != self.channel_generation
+            ):
                 if self.channel is not None:
                     await self.channel.close(None)
-                self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-                self.address = address
+                self.channel = open_channel(address, self.tls)
+                self.address, self.channel_generation = address, generation
             stub = raft_pb2_grpc.RaftStub(self.channel)
             try:
                 port = await self._message_port(stub)
@@ -172,7 +197,9 @@ class _Peer:
                     _refused(address, exc.details() or "")
                 elif exc.code() != grpc.StatusCode.CANCELLED:
                     log.debug("stream to %s (%s) broke: %s", self.nid, address, exc.code().name)
-            except (OSError, EOFError, TimeoutError, DecodeError) as exc:
+            except ssl.SSLError as exc:
+                _refused(address, f"TLS: {exc}")
+            except (OSError, EOFError, TimeoutError, DecodeError, TlsError) as exc:
                 log.debug("stream to %s (%s) broke: %r", self.nid, address, exc)
             self.pending.clear()
             self.on_unreachable(self.nid)
@@ -196,8 +223,11 @@ class _Peer:
 
     async def _stream_tcp(self, address: str, port: int) -> None:
         """Send the queued batches over a TCP stream until it breaks."""
+        host = host_of(address)
+        tls = self.tls.client_context() if self.tls is not None else None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host_of(address), port), HANDSHAKE_TIMEOUT
+            asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None),
+            HANDSHAKE_TIMEOUT,
         )
         try:
             _keep_alive(writer)
@@ -264,6 +294,8 @@ class PeerTransport:
         self.metadata: Callable[[], Metadata] = _no_metadata
         # Who we are, told to every peer we stream to (set by the replicator).
         self.introduction = raft_pb2.MessagePortRequest()
+        # Mutual TLS between members when set (by the replicator).
+        self.tls: TlsFiles | None = None
         self._snapshot_sends: dict[int, asyncio.Task[None]] = {}
         # Fault injection for tests and chaos: peers we pretend not to reach.
         self.blocked: set[int] = set()
@@ -286,6 +318,7 @@ class PeerTransport:
                     self.on_unreachable,
                     lambda: self.metadata(),
                     lambda: self.introduction,
+                    self.tls,
                 )
             peer.enqueue(batch)
 
@@ -310,7 +343,7 @@ class PeerTransport:
                     "cannot send snapshot %d to %d: no files or no address", m.snapshot.index, m.to
                 )
                 return
-            async with grpc.aio.insecure_channel(address, options=GRPC_OPTIONS) as channel:
+            async with open_channel(address, self.tls) as channel:
                 stub = raft_pb2_grpc.RaftStub(channel)
                 ack = await stub.SendSnapshot(
                     stream_files(directory, message_to_pb(m), m.snapshot.data),
@@ -319,7 +352,7 @@ class PeerTransport:
             ok = ack.installed
             if not ok:
                 log.warning("peer %d refused snapshot %d: %s", m.to, m.snapshot.index, ack.error)
-        except (grpc.aio.AioRpcError, OSError, SnapshotError) as exc:
+        except (grpc.aio.AioRpcError, OSError, SnapshotError, TlsError) as exc:
             log.warning("sending snapshot to %d failed: %s", m.to, exc)
         finally:
             if self.on_snapshot_status is not None:
@@ -352,7 +385,9 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         message_host: str = "",
         message_port: int = 0,
         on_introduced: Callable[[int, str], None] | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        self.tls = tls
         self.deliver = deliver
         self.message_port_number = message_port
         self.on_introduced = on_introduced
@@ -432,6 +467,12 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         peer = _peer_name(writer)
         try:
             _keep_alive(writer)
+            if self.tls is not None:
+                # A context made now: a certificate replaced on disk counts from
+                # the next connection. Only members the cluster's CA signed pass.
+                await writer.start_tls(
+                    self.tls.server_context(), ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+                )
             hello = raft_pb2.MessageStreamHello.FromString(
                 await asyncio.wait_for(_read_frame(reader, MAX_HELLO_BYTES), HANDSHAKE_TIMEOUT)
             )
@@ -448,7 +489,9 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
                     m = _decode(pb)
                     if m.frm not in self.blocked_from:
                         self.deliver(m)
-        except (OSError, EOFError, TimeoutError):
+        except ssl.SSLError as exc:
+            log.warning("refused a message stream from %s: TLS: %s", peer, exc)
+        except (OSError, EOFError, TimeoutError, TlsError):
             pass  # the sender went away (or never said hello): it reconnects
         except (MalformedPeerMessage, DecodeError) as exc:
             log.warning("closed the message stream from %s: %s", peer, exc)
