@@ -18,6 +18,7 @@ from tests.harness import free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
+TLS_COMPOSE_FILE = ROOT / "docker" / "docker-compose.tls.yml"
 SERVICES = ("n1", "n2", "n3")
 IMAGE = os.environ.get("SHARDLITE_TEST_IMAGE", "shardlite:latest")
 # Only used if compose decides to build (the tests run with --no-build).
@@ -104,6 +105,8 @@ class ComposeCluster:
     ports: dict[str, int] = field(default_factory=dict)
     # More compose files merged over docker-compose.yml (e.g. extra environment).
     overrides: list[Path] = field(default_factory=list)
+    # Options for every Client made here (TLS credentials, once known).
+    client_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.ports:
@@ -147,7 +150,7 @@ class ComposeCluster:
         return f"127.0.0.1:{self.ports[service]}"
 
     def client(self, service: str, timeout: float = 10.0) -> Client:
-        return Client(self.endpoint(service), timeout=timeout)
+        return Client(self.endpoint(service), timeout=timeout, **self.client_options)
 
     def status(self, service: str) -> dict[str, Any]:
         """role, leader, term, commit_index, applied_index of a node (through its port)."""
