@@ -39,7 +39,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def member(box: Path) -> Iterator[LocalCluster]:
-    """A one-member Raft cluster: it serves Raft (Forward) on its client port."""
+    """A one-member Raft cluster: Raft (Forward) on its peer port, the KV API
+    on its client port."""
     cluster = LocalCluster(box, size=1)
     try:
         cluster.start()
@@ -51,6 +52,10 @@ def member(box: Path) -> Iterator[LocalCluster]:
 
 def _endpoint(cluster: LocalCluster) -> str:
     return cluster.nodes["n1"].endpoint
+
+
+def _peer(cluster: LocalCluster, name: str = "n1") -> str:
+    return cluster.peer_addresses[name]
 
 
 def _stray_files(box: Path) -> list[str]:
@@ -104,11 +109,14 @@ def _frame(org: str, namespace: str, key: str = "k") -> frame_pb2.Frame:
 def test_forged_forwards_are_refused_or_recorded_invalid_and_the_node_goes_on(
     member: LocalCluster, box: Path
 ) -> None:
-    with grpc.insecure_channel(_endpoint(member)) as channel:
-        outcomes = [_forward(channel, _frame(org, ns)) for org, ns in FORGED]
+    with (
+        grpc.insecure_channel(_endpoint(member)) as channel,
+        grpc.insecure_channel(_peer(member)) as peer,
+    ):
+        outcomes = [_forward(peer, _frame(org, ns)) for org, ns in FORGED]
         assert set(outcomes) <= {"refused", "invalid"}, outcomes
         _serving(channel)
-        assert _forward(channel, _frame("", "fine")) == "applied"
+        assert _forward(peer, _frame("", "fine")) == "applied"
     assert _stray_files(box) == []
     # And again after a restart (a replay of those frames must not stop it).
     node = member.nodes["n1"]
@@ -219,7 +227,10 @@ def _batch_code(kv: kv_pb2_grpc.KVStub, request: kv_pb2.BatchRequest) -> grpc.St
 def test_arbitrary_input_never_stops_splits_or_escapes_the_node(
     member: LocalCluster, box: Path, tmp_path: Path
 ) -> None:
-    with grpc.insecure_channel(_endpoint(member)) as channel:
+    with (
+        grpc.insecure_channel(_endpoint(member)) as channel,
+        grpc.insecure_channel(_peer(member)) as peer,
+    ):
         kv = kv_pb2_grpc.KVStub(channel)
 
         @settings(
@@ -232,7 +243,7 @@ def test_arbitrary_input_never_stops_splits_or_escapes_the_node(
         @given(frame=_frames(), payload=st.binary(max_size=64), via_forward=st.booleans())
         def examples(frame: frame_pb2.Frame, payload: bytes, via_forward: bool) -> None:
             if via_forward:
-                assert _forward(channel, frame) in {"refused", "invalid", "applied"}
+                assert _forward(peer, frame) in {"refused", "invalid", "applied"}
             else:
                 request = kv_pb2.BatchRequest(org=frame.org, namespace=frame.namespace)
                 request.ops.extend(frame.ops)
@@ -245,7 +256,13 @@ def test_arbitrary_input_never_stops_splits_or_escapes_the_node(
                     grpc.StatusCode.FAILED_PRECONDITION,
                 ), code
             for _, method in METHODS:
-                _call_raw(channel, method, payload)
+                # Each listener gets what it serves: Raft on the peer port only,
+                # Cluster and Health on both, the rest on the client port.
+                service = method.containing_service.name
+                if service != "Raft":
+                    _call_raw(channel, method, payload)
+                if service in ("Raft", "Cluster", "Health"):
+                    _call_raw(peer, method, payload)
             _serving(channel)
 
         examples()
@@ -281,7 +298,7 @@ def test_a_nul_namespace_forwarded_to_any_member_of_three_stops_none(tmp_path: P
         leader = cluster.leader()
         follower = next(n for n in cluster.nodes if n != leader)
         for name in (leader, follower):
-            with grpc.insecure_channel(cluster.addresses[name]) as channel:
+            with grpc.insecure_channel(cluster.peer_addresses[name]) as channel:
                 for org, namespace in FORGED:
                     assert _forward(channel, _frame(org, namespace)) in {"refused", "invalid"}
         with cluster.client(leader, namespace="after") as c:
@@ -297,8 +314,11 @@ def test_a_nul_namespace_forwarded_to_any_member_of_three_stops_none(tmp_path: P
 
 def test_a_forward_from_another_cluster_is_refused(member: LocalCluster) -> None:
     """Forward checks the cluster id like the Raft streams do (issue 11 item 8)."""
-    with grpc.insecure_channel(_endpoint(member)) as channel:
-        stub = raft_pb2_grpc.RaftStub(channel)
+    with (
+        grpc.insecure_channel(_endpoint(member)) as channel,
+        grpc.insecure_channel(_peer(member)) as peer,
+    ):
+        stub = raft_pb2_grpc.RaftStub(peer)
         with pytest.raises(grpc.RpcError) as raised:
             stub.Forward(
                 raft_pb2.ForwardRequest(frame=_frame("", "other-cluster")),
@@ -314,8 +334,11 @@ def test_a_forward_from_another_cluster_is_refused(member: LocalCluster) -> None
 def test_a_raft_message_of_an_unknown_type_is_invalid_argument(member: LocalCluster) -> None:
     """A message that parses but names a type this member does not know is the
     sender's error, not an internal one."""
-    with grpc.insecure_channel(_endpoint(member)) as channel:
-        stub = raft_pb2_grpc.RaftStub(channel)
+    with (
+        grpc.insecure_channel(_endpoint(member)) as channel,
+        grpc.insecure_channel(_peer(member)) as peer,
+    ):
+        stub = raft_pb2_grpc.RaftStub(peer)
         batch = raft_pb2.RaftBatch(messages=[raft_pb2.RaftMessage(type=9999, to=1, term=1)])
         with pytest.raises(grpc.RpcError) as raised:
             stub.Send(iter([batch]), timeout=10)
