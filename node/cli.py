@@ -285,19 +285,27 @@ def _client_parser(sub: Any, name: str, help_text: str, run: Callable[..., int])
     p.add_argument("--org", default="", help="organisation (empty = default)")
     p.add_argument("-n", "--namespace", default="default", help="namespace")
     p.add_argument(
-        "--cacert", type=Path, default=None, help="talk TLS; this CA checks the node (PEM)"
+        "--cacert",
+        dest="tls_cacert",
+        type=Path,
+        default=None,
+        help="talk TLS; this CA checks the node (PEM)",
     )
-    p.add_argument("--cert", type=Path, default=None, help="client certificate (PEM), with --key")
-    p.add_argument("--key", type=Path, default=None, help="the client certificate's key (PEM)")
+    p.add_argument(
+        "--cert", dest="tls_cert", type=Path, default=None, help="client certificate (PEM)"
+    )
+    p.add_argument(
+        "--key", dest="tls_key", type=Path, default=None, help="the client certificate's key"
+    )
     p.set_defaults(run=run)
     return p
 
 
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """TLS when any of --cacert/--cert/--key is given."""
-    if args.cacert is None and args.cert is None and args.key is None:
+    if args.tls_cacert is None and args.tls_cert is None and args.tls_key is None:
         return None
-    return tls_credentials(args.cacert, args.cert, args.key)
+    return tls_credentials(args.tls_cacert, args.tls_cert, args.tls_key)
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:

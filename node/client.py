@@ -24,19 +24,22 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
+from node.endpoints import Endpoints, Route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 LINEARIZABLE = kv_pb2.LINEARIZABLE
 SERIALIZABLE = kv_pb2.SERIALIZABLE
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 # The node accepts client ids of up to 128 characters (node/frames.py).
 MAX_CLIENT_ID_CHARS = 128
@@ -130,10 +133,99 @@ def open_channel(
     return grpc.secure_channel(endpoint, credentials, options=options)
 
 
+@dataclass(frozen=True)
+class _Stubs:
+    """One endpoint's channel and the stubs on it."""
+
+    channel: grpc.Channel
+    kv: kv_pb2_grpc.KVStub
+    cluster: raft_pb2_grpc.ClusterStub
+    maintenance: kv_pb2_grpc.MaintenanceStub
+
+    @classmethod
+    def open(
+        cls, address: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int
+    ) -> _Stubs:
+        channel = open_channel(address, credentials, max_message_bytes)
+        return cls(
+            channel,
+            kv_pb2_grpc.KVStub(channel),
+            raft_pb2_grpc.ClusterStub(channel),
+            kv_pb2_grpc.MaintenanceStub(channel),
+        )
+
+
+LEADER_METADATA_KEY = "shardlite-leader"
+
+
+class _Silent(Exception):
+    """A stream sent nothing within its per-message deadline."""
+
+    def __init__(self, error: ClientError) -> None:
+        self.error = error
+
+
+def _within(call: Iterator[M], seconds: float | None, address: str) -> Iterator[M]:
+    """The messages of `call`, each within `seconds` of asking for it (the
+    time the consumer takes between messages does not count)."""
+    if seconds is None:
+        yield from call
+        return
+    cancel = getattr(call, "cancel", None)
+    while True:
+        fired = threading.Event()
+
+        def expire(fired: threading.Event = fired) -> None:
+            fired.set()
+            if cancel is not None:
+                cancel()
+
+        timer = threading.Timer(seconds, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            message = next(call)
+        except StopIteration:
+            return
+        except grpc.RpcError:
+            if fired.is_set():
+                raise _Silent(
+                    ClientError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"{address} sent nothing for {seconds}s in a stream",
+                    )
+                ) from None
+            raise
+        finally:
+            timer.cancel()
+        yield message
+
+
+def _read_route(consistency: kv_pb2.Consistency.ValueType) -> Route:
+    return Route.ANY if consistency == SERIALIZABLE else Route.LEADER
+
+
+def _leader_hint(exc: grpc.RpcError) -> str:
+    if not isinstance(exc, grpc.Call):
+        return ""
+    for key, value in exc.trailing_metadata() or ():
+        if key == LEADER_METADATA_KEY:
+            return str(value)
+    return ""
+
+
 class Client:
+    """A client of a shardlite cluster: give it one endpoint or several.
+
+    With several, it sends writes and LINEARIZABLE reads to the leader (found
+    with Status, and again whenever it fails), spreads SERIALIZABLE reads over
+    all of them, and when a node is unavailable or unreachable moves to the
+    next with backoff, retrying a write with the same request id: applied
+    once, wherever it lands (node/endpoints.py)."""
+
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         *,
         org: str = "",
         namespace: str = "default",
@@ -142,7 +234,7 @@ class Client:
         max_message_bytes: int = 64 << 20,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        self._endpoints = Endpoints(endpoint)
         self.org = org
         self.namespace = namespace
         self.timeout = timeout
@@ -150,13 +242,24 @@ class Client:
         self.client_id = incarnation_id(client_id if client_id is not None else uuid.uuid4().hex)
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
-        self._channel = open_channel(endpoint, credentials, max_message_bytes)
-        self._stub = kv_pb2_grpc.KVStub(self._channel)
-        self._cluster = raft_pb2_grpc.ClusterStub(self._channel)
-        self._maintenance = kv_pb2_grpc.MaintenanceStub(self._channel)
+        self._lock = threading.Lock()  # the routing state, shared by threads
+        self._nodes = [
+            _Stubs.open(address, credentials, max_message_bytes)
+            for address in self._endpoints.addresses
+        ]
+
+    @property
+    def endpoint(self) -> str:
+        """The node this client talks to now."""
+        return self._endpoints.addresses[self._endpoints.current]
+
+    @property
+    def endpoints(self) -> builtins.list[str]:
+        return list(self._endpoints.addresses)
 
     def close(self) -> None:
-        self._channel.close()
+        for node in self._nodes:
+            node.channel.close()
 
     def __enter__(self) -> Client:
         return self
@@ -175,29 +278,77 @@ class Client:
             self.namespace if namespace is None else namespace,
         )
 
-    def _call(self, method: Any, request: Any, *, retry: bool) -> Any:
-        """Call with the client's deadline; retry UNAVAILABLE (same request, so
-        the same request_id) with backoff until the deadline."""
+    def _call(
+        self,
+        method: Callable[[_Stubs], Any],
+        request: Any,
+        *,
+        retry: bool,
+        route: Route = Route.LEADER,
+    ) -> Any:
+        """Call with the client's deadline; on UNAVAILABLE (or an endpoint
+        that does not answer in its share of the time) retry the same request,
+        so the same request_id, on the next endpoint with backoff until the
+        deadline."""
         deadline = time.monotonic() + self.timeout
-        delay = 0.05
         unavailable: ClientError | None = None
+        endpoints = self._endpoints
         while True:
+            if route is Route.LEADER and endpoints.leader is None:
+                self._find_leader(deadline)
+            with self._lock:
+                index = endpoints.pick(route)
             remaining = deadline - time.monotonic()
+            # With several endpoints one that hangs gets a share of the time only.
+            attempt = min(remaining, max(self.timeout / 3, 1.0)) if endpoints.several else remaining
             try:
-                return method(request, timeout=max(remaining, 0.001))
+                reply = method(self._nodes[index])(request, timeout=max(attempt, 0.001))
             except grpc.RpcError as exc:
                 error = _error(exc)
-                if unavailable is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                timed_out = error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                if unavailable is not None and timed_out and time.monotonic() >= deadline:
                     # A retry ran out of time: the node's own answer says more
                     # (why it is unavailable, whether the outcome is unknown).
                     raise unavailable from None
-                if not retry or error.code != grpc.StatusCode.UNAVAILABLE:
+                moving_on = error.code == grpc.StatusCode.UNAVAILABLE or (
+                    timed_out and endpoints.several
+                )
+                if not retry or not moving_on:
                     raise error from None
-                unavailable = error
+                if error.code == grpc.StatusCode.UNAVAILABLE or unavailable is None:
+                    unavailable = error
+                with self._lock:
+                    delay = endpoints.failed(index, _leader_hint(exc))
                 if time.monotonic() + delay >= deadline:
-                    raise error from None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                    raise unavailable from None
+                time.sleep(delay)
+                continue
+            with self._lock:
+                endpoints.succeeded(index)
+            return reply
+
+    def _find_leader(self, deadline: float) -> None:
+        """Ask the endpoints, current first, who leads; remember it if it is
+        one of them. Quietly does nothing when none knows (an election): the
+        call goes to the current endpoint, which waits for a leader itself."""
+        endpoints = self._endpoints
+        count = len(endpoints.addresses)
+        for step in range(count):
+            index = (endpoints.current + step) % count
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                status = self._nodes[index].kv.Status(
+                    kv_pb2.StatusRequest(), timeout=min(remaining, 1.0)
+                )
+            except grpc.RpcError:
+                continue
+            found = index if status.role == "leader" else endpoints.index_of(status.leader_address)
+            if found is not None:
+                with self._lock:
+                    endpoints.found_leader(found)
+                return
 
     # -- writes ---------------------------------------------------------------
 
@@ -219,7 +370,7 @@ class Client:
             org=where[0],
             namespace=where[1],
         )
-        reply = self._call(self._stub.Put, request, retry=True)
+        reply = self._call(lambda n: n.kv.Put, request, retry=True)
         return WriteResult(index=reply.index, version=reply.version)
 
     def delete(
@@ -238,7 +389,7 @@ class Client:
             org=where[0],
             namespace=where[1],
         )
-        reply = self._call(self._stub.Delete, request, retry=True)
+        reply = self._call(lambda n: n.kv.Delete, request, retry=True)
         return WriteResult(index=reply.index, deleted=reply.deleted)
 
     def batch(
@@ -260,7 +411,7 @@ class Client:
                 request.ops.add(delete=frame_pb2.DeleteOp(key=op.key))
         for condition in conditions:
             request.conditions.add(key=condition.key, version=condition.version)
-        reply = self._call(self._stub.Batch, request, retry=True)
+        reply = self._call(lambda n: n.kv.Batch, request, retry=True)
         return [
             WriteResult(index=reply.index, version=r.version, deleted=r.deleted)
             for r in reply.results
@@ -280,7 +431,7 @@ class Client:
         request = kv_pb2.GetRequest(
             key=key, consistency=consistency, org=where[0], namespace=where[1]
         )
-        reply = self._call(self._stub.Get, request, retry=True)
+        reply = self._call(lambda n: n.kv.Get, request, retry=True, route=_read_route(consistency))
         return Entry(key, reply.value, reply.version) if reply.found else None
 
     def list(
@@ -293,25 +444,39 @@ class Client:
         org: str | None = None,
         namespace: str | None = None,
     ) -> Iterator[Entry]:
+        """The keys under `prefix` in order, streamed. Each message must come
+        within the client's timeout (a slow consumer does not count against
+        it). When the node fails mid-way, the listing goes on after the last
+        key seen on another endpoint: the rest is read there, at a later point."""
         where = self._where(org, namespace)
-        request = kv_pb2.ListRequest(
-            prefix=prefix,
-            start_after=start_after,
-            limit=limit,
-            consistency=consistency,
-            org=where[0],
-            namespace=where[1],
-        )
-        try:
-            for chunk in self._stub.List(request, timeout=self.timeout):
-                for item in chunk.items:
-                    yield Entry(item.key, item.value, item.version)
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
+        last, seen = start_after, 0
+        if limit < 0:
+            raise ValueError(f"limit must be 0 (no limit) or more, not {limit}")
+
+        def open_list(node: _Stubs) -> Iterator[kv_pb2.ListResponse]:
+            request = kv_pb2.ListRequest(
+                prefix=prefix,
+                start_after=last,
+                limit=limit - seen if limit else 0,
+                consistency=consistency,
+                org=where[0],
+                namespace=where[1],
+            )
+            stream: Iterator[kv_pb2.ListResponse] = iter(node.kv.List(request))
+            return stream
+
+        for chunk in self._stream(open_list, _read_route(consistency), self.timeout):
+            for item in chunk.items:
+                last, seen = item.key, seen + 1
+                yield Entry(item.key, item.value, item.version)
 
     def namespaces(self, org: str | None = None) -> builtins.list[str]:
         request = kv_pb2.ListNamespacesRequest(org=self.org if org is None else org)
-        return list(self._call(self._stub.ListNamespaces, request, retry=True).namespaces)
+        return list(
+            self._call(
+                lambda n: n.kv.ListNamespaces, request, retry=True, route=Route.ANY
+            ).namespaces
+        )
 
     def subscribe(
         self, from_index: int = 0, *, timeout: float | None = None
@@ -325,17 +490,72 @@ class Client:
         self, from_index: int = 0, *, timeout: float | None = None
     ) -> Iterator[kv_pb2.SubscribeResponse]:
         """Like `subscribe`, with each frame's outcome (APPLIED, CONDITION_FAILED,
-        INVALID) and result (versions, the failed condition, why invalid)."""
-        try:
-            yield from self._stub.Subscribe(
-                kv_pb2.SubscribeRequest(from_index=from_index), timeout=timeout
+        INVALID) and result (versions, the failed condition, why invalid).
+
+        When the node fails, the stream goes on from the next index on another
+        endpoint: no frame twice, none missed. `timeout` bounds the whole
+        stream (None: no bound)."""
+        next_index = from_index
+        if next_index == 0:  # "from now on": pin where now is, so a resume has no gap
+            next_index = int(self.status().commit_index) + 1
+
+        def open_subscribe(node: _Stubs) -> Iterator[kv_pb2.SubscribeResponse]:
+            request = kv_pb2.SubscribeRequest(from_index=next_index)
+            stream: Iterator[kv_pb2.SubscribeResponse] = iter(
+                node.kv.Subscribe(request, timeout=remaining())
             )
-        except grpc.RpcError as exc:
-            raise _error(exc) from None
+            return stream
+
+        ends = None if timeout is None else time.monotonic() + timeout
+
+        def remaining() -> float | None:
+            return None if ends is None else max(ends - time.monotonic(), 0.001)
+
+        for reply in self._stream(open_subscribe, Route.CURRENT, None):
+            next_index = reply.index + 1
+            yield reply
+
+    def _stream(
+        self,
+        open_stream: Callable[[_Stubs], Iterator[M]],
+        route: Route,
+        per_message: float | None,
+    ) -> Iterator[M]:
+        """Messages of a server stream, opened again on another endpoint when
+        one fails (UNAVAILABLE, or no message within `per_message` seconds);
+        `open_stream` starts it where the caller got to. Gives up after every
+        endpoint failed twice without a message in between."""
+        endpoints = self._endpoints
+        failures = 0
+        while True:
+            with self._lock:
+                index = endpoints.pick(route)
+            call = open_stream(self._nodes[index])
+            try:
+                address = endpoints.addresses[index]
+                for message in _within(call, per_message, address):
+                    failures = 0
+                    yield message
+                return
+            except grpc.RpcError as exc:
+                error = _error(exc)
+                hint = _leader_hint(exc)
+            except _Silent as silent:
+                error, hint = silent.error, ""
+            failures += 1
+            moving_on = error.code in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+            if not moving_on or not endpoints.several or failures > 2 * len(endpoints.addresses):
+                raise error from None
+            with self._lock:
+                delay = endpoints.failed(index, hint)
+            time.sleep(delay)
 
     def status(self) -> kv_pb2.StatusResponse:
         reply: kv_pb2.StatusResponse = self._call(
-            self._stub.Status, kv_pb2.StatusRequest(), retry=True
+            lambda n: n.kv.Status, kv_pb2.StatusRequest(), retry=True, route=Route.CURRENT
         )
         return reply
 
@@ -343,7 +563,7 @@ class Client:
 
     def members(self) -> raft_pb2.MembersResponse:
         reply: raft_pb2.MembersResponse = self._call(
-            self._cluster.Members, raft_pb2.MembersRequest(), retry=True
+            lambda n: n.cluster.Members, raft_pb2.MembersRequest(), retry=True, route=Route.CURRENT
         )
         return reply
 
@@ -351,15 +571,15 @@ class Client:
         self, name: str, address: str, *, learner_only: bool = False
     ) -> builtins.list[raft_pb2.Member]:
         request = raft_pb2.AddMemberRequest(name=name, address=address, learner_only=learner_only)
-        return list(self._call(self._cluster.AddMember, request, retry=True).members)
+        return list(self._call(lambda n: n.cluster.AddMember, request, retry=True).members)
 
     def remove_member(self, name: str) -> builtins.list[raft_pb2.Member]:
         request = raft_pb2.RemoveMemberRequest(name=name)
-        return list(self._call(self._cluster.RemoveMember, request, retry=True).members)
+        return list(self._call(lambda n: n.cluster.RemoveMember, request, retry=True).members)
 
     def transfer_leader(self, name: str = "") -> str:
         request = raft_pb2.TransferLeaderRequest(name=name)
-        reply = self._call(self._cluster.TransferLeader, request, retry=True)
+        reply = self._call(lambda n: n.cluster.TransferLeader, request, retry=True)
         return str(reply.leader)
 
     # -- maintenance ----------------------------------------------------------
@@ -376,7 +596,8 @@ class Client:
         root = out_dir.resolve()
         handle = None
         try:
-            for chunk in self._maintenance.Backup(kv_pb2.BackupRequest(), timeout=timeout):
+            maintenance = self._nodes[self._endpoints.current].maintenance
+            for chunk in maintenance.Backup(kv_pb2.BackupRequest(), timeout=timeout):
                 if chunk.manifest:
                     read_manifest(chunk.manifest)  # fails early on garbage
                     (out_dir / MANIFEST).write_bytes(chunk.manifest)
