@@ -19,8 +19,12 @@ carries everything that arrived while the previous ones were out, bounded by
 own write on the node (its own frame, index, version and status): each
 caller gets its own result or its own exception, never another's.
 
-The one endpoint lives in `_Endpoint`: failover over several (issue 14) is a
-matter of choosing another there and re-queueing what UNAVAILABLE sent back.
+Several endpoints, as the sync Client: each call goes where node/endpoints.py
+routes it (writes and LINEARIZABLE gets to the leader, SERIALIZABLE gets
+spread); a call that finds its node unavailable or silent is queued again
+(same requests, same request ids) and goes to the next node. `list()` and
+`subscribe()` are async iterators that resume on another node after the last
+key or index seen.
 """
 
 from __future__ import annotations
@@ -30,14 +34,16 @@ import builtins
 import itertools
 import uuid
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from node.client import (
+    LEADER_METADATA_KEY,
     LINEARIZABLE,
+    SERIALIZABLE,
     ClientError,
     Condition,
     ConditionFailedError,
@@ -47,6 +53,7 @@ from node.client import (
     WriteResult,
     incarnation_id,
 )
+from node.endpoints import Endpoints, Route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc
 
 __all__ = [
@@ -61,6 +68,7 @@ __all__ = [
     "WriteResult",
 ]
 
+UNAVAILABLE_CODE = grpc.StatusCode.UNAVAILABLE.value[0]
 # Status numbers (OpError.code) back to grpc's codes.
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # Retry backoff after UNAVAILABLE, as the sync client's.
@@ -82,6 +90,14 @@ def _op_error(error: kv_pb2.OpError) -> ClientError:
 
 def _rpc_error(exc: grpc.aio.AioRpcError) -> ClientError:
     return _client_error(exc.code(), exc.details() or "")
+
+
+def _hint(exc: grpc.aio.AioRpcError) -> str:
+    trailers: Any = exc.trailing_metadata() or ()
+    for key, value in trailers:
+        if key == LEADER_METADATA_KEY:
+            return str(value)
+    return ""
 
 
 @dataclass(eq=False)
@@ -135,7 +151,7 @@ class _Lane:
 class AsyncClient:
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         *,
         org: str = "",
         namespace: str = "default",
@@ -160,7 +176,12 @@ class AsyncClient:
         # Never the caller's id alone: see node/client.py's module docstring.
         self.client_id = incarnation_id(client_id if client_id is not None else uuid.uuid4().hex)
         self._seq = itertools.count(1)
-        self._endpoint = _Endpoint(endpoint, max_message_bytes, credentials)
+        self._endpoints = Endpoints(endpoint)
+        self._nodes = [
+            _Endpoint(address, max_message_bytes, credentials)
+            for address in self._endpoints.addresses
+        ]
+        self._finding_leader: asyncio.Lock | None = None
         self._writes = _Lane("write")
         self._gets = {
             consistency: _Lane(kv_pb2.Consistency.Name(consistency))
@@ -175,7 +196,12 @@ class AsyncClient:
 
     @property
     def endpoint(self) -> str:
-        return self._endpoint.address
+        """The node this client talks to now."""
+        return self._endpoints.addresses[self._endpoints.current]
+
+    @property
+    def endpoints(self) -> builtins.list[str]:
+        return list(self._endpoints.addresses)
 
     async def close(self) -> None:
         """Stop: queued and in-flight calls fail (CANCELLED), the channel closes."""
@@ -191,7 +217,8 @@ class AsyncClient:
             task.cancel()
         if self._senders:
             await asyncio.gather(*self._senders, return_exceptions=True)
-        await self._endpoint.close()
+        for node in self._nodes:
+            await node.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -301,28 +328,188 @@ class AsyncClient:
         return Entry(key, reply.value, reply.version) if reply.found else None
 
     async def status(self) -> kv_pb2.StatusResponse:
-        """The node's status (one unary call, retried after UNAVAILABLE)."""
+        """The status of the node this client talks to."""
+        reply: kv_pb2.StatusResponse = await self._unary(
+            lambda node: node.stub.Status, kv_pb2.StatusRequest(), Route.CURRENT
+        )
+        return reply
+
+    async def namespaces(self, org: str | None = None) -> builtins.list[str]:
+        request = kv_pb2.ListNamespacesRequest(org=self.org if org is None else org)
+        reply = await self._unary(lambda node: node.stub.ListNamespaces, request, Route.ANY)
+        return list(reply.namespaces)
+
+    async def list(
+        self,
+        prefix: str = "",
+        *,
+        start_after: str = "",
+        limit: int = 0,
+        consistency: kv_pb2.Consistency.ValueType = LINEARIZABLE,
+        org: str | None = None,
+        namespace: str | None = None,
+    ) -> AsyncIterator[Entry]:
+        """The keys under `prefix` in order, as the sync Client's list(): each
+        message within the timeout, resumed after the last key on another
+        node when one fails."""
+        where = self._where(org, namespace)
+        if limit < 0:
+            raise ValueError(f"limit must be 0 (no limit) or more, not {limit}")
+        last, seen = start_after, 0
+
+        def open_list(node: _Endpoint) -> Any:
+            return node.stub.List(
+                kv_pb2.ListRequest(
+                    prefix=prefix,
+                    start_after=last,
+                    limit=limit - seen if limit else 0,
+                    consistency=consistency,
+                    org=where[0],
+                    namespace=where[1],
+                )
+            )
+
+        async for chunk in self._stream(open_list, _read_route(consistency), self.timeout):
+            for item in chunk.items:
+                last, seen = item.key, seen + 1
+                yield Entry(item.key, item.value, item.version)
+
+    async def subscribe(self, from_index: int = 0) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
+        """Committed frames from `from_index` (0 = from now on), resumed from
+        the next index on another node when one fails: none missed, none twice."""
+        async for reply in self.events(from_index):
+            yield reply.index, reply.frame
+
+    async def events(self, from_index: int = 0) -> AsyncIterator[kv_pb2.SubscribeResponse]:
+        next_index = from_index
+        if next_index == 0:  # pin "now", so that a resume has no gap
+            next_index = int((await self.status()).commit_index) + 1
+
+        def open_subscribe(node: _Endpoint) -> Any:
+            return node.stub.Subscribe(kv_pb2.SubscribeRequest(from_index=next_index))
+
+        async for reply in self._stream(open_subscribe, Route.CURRENT, None):
+            next_index = reply.index + 1
+            yield reply
+
+    # -- calls to one node, with failover -------------------------------------
+
+    def _attempt_timeout(self, remaining: float) -> float:
+        """With several nodes, one that hangs gets a share of the time only."""
+        if not self._endpoints.several:
+            return max(remaining, 0.001)
+        return max(min(remaining, max(self.timeout / 3, 1.0)), 0.001)
+
+    async def _unary(
+        self,
+        method: Callable[[_Endpoint], Callable[..., Awaitable[Any]]],
+        request: Any,
+        route: Route,
+    ) -> Any:
+        """One call, on the next node after UNAVAILABLE (or silence) with
+        backoff, until the deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        delay = FIRST_DELAY
         unavailable: ClientError | None = None
         while True:
-            remaining = max(deadline - loop.time(), 0.001)
+            if route is Route.LEADER:
+                await self._find_leader(deadline)
+            index = self._endpoints.pick(route)
             try:
-                self.calls["Status"] += 1
-                reply: kv_pb2.StatusResponse = await self._endpoint.stub.Status(
-                    kv_pb2.StatusRequest(), timeout=remaining
+                self.calls[type(request).__name__.removesuffix("Request")] += 1
+                reply = await method(self._nodes[index])(
+                    request, timeout=self._attempt_timeout(deadline - loop.time())
                 )
+                self._endpoints.succeeded(index)
                 return reply
             except grpc.aio.AioRpcError as exc:
                 error = _rpc_error(exc)
-            if unavailable is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise unavailable
-            if error.code != grpc.StatusCode.UNAVAILABLE or loop.time() + delay >= deadline:
+                hint = _hint(exc)
+            silent = error.code == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() < deadline
+            if error.code != grpc.StatusCode.UNAVAILABLE and not silent:
+                if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and unavailable is not None:
+                    raise unavailable
                 raise error
-            unavailable = error
-            await asyncio.sleep(delay)  # backoff before a retry
-            delay = min(delay * 2, MAX_DELAY)
+            if error.code == grpc.StatusCode.UNAVAILABLE or unavailable is None:
+                unavailable = error
+            delay = self._endpoints.failed(index, hint)
+            if loop.time() + delay >= deadline:
+                raise unavailable
+            await asyncio.sleep(delay)
+
+    async def _find_leader(self, deadline: float) -> None:
+        """Ask the nodes, the current one first, who leads (one search at a
+        time); nothing when none knows: the call goes to the current node."""
+        endpoints = self._endpoints
+        if endpoints.leader is not None:
+            return
+        if self._finding_leader is None:
+            self._finding_leader = asyncio.Lock()
+        async with self._finding_leader:
+            loop = asyncio.get_running_loop()
+            count = len(endpoints.addresses)
+            for step in range(count):
+                if endpoints.leader is not None or loop.time() >= deadline:
+                    return
+                index = (endpoints.current + step) % count
+                try:
+                    self.calls["Status"] += 1
+                    status = await self._nodes[index].stub.Status(
+                        kv_pb2.StatusRequest(), timeout=min(deadline - loop.time(), 1.0)
+                    )
+                except grpc.aio.AioRpcError:
+                    continue
+                found = (
+                    index if status.role == "leader" else endpoints.index_of(status.leader_address)
+                )
+                if found is not None:
+                    endpoints.found_leader(found)
+                    return
+
+    async def _stream(
+        self,
+        open_stream: Callable[[_Endpoint], Any],
+        route: Route,
+        per_message: float | None,
+    ) -> AsyncIterator[Any]:
+        """A server stream's messages, opened again (where the caller got to)
+        on another node when one fails or sends nothing for `per_message`
+        seconds; gives up after every node failed twice without a message."""
+        endpoints = self._endpoints
+        failures = 0
+        while True:
+            index = endpoints.pick(route)
+            call = open_stream(self._nodes[index])
+            hint = ""
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(per_message):
+                            message = await call.read()
+                    except TimeoutError:
+                        call.cancel()
+                        error = ClientError(
+                            grpc.StatusCode.DEADLINE_EXCEEDED,
+                            f"{endpoints.addresses[index]} sent nothing for {per_message}s "
+                            "in a stream",
+                        )
+                        break
+                    if message is grpc.aio.EOF:  # type: ignore[attr-defined]
+                        return
+                    failures = 0
+                    yield message
+            except grpc.aio.AioRpcError as exc:
+                error, hint = _rpc_error(exc), _hint(exc)
+            finally:
+                call.cancel()
+            failures += 1
+            moving_on = error.code in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+            if not moving_on or not endpoints.several or failures > 2 * len(endpoints.addresses):
+                raise error
+            await asyncio.sleep(endpoints.failed(index, hint))
 
     # -- the lanes ------------------------------------------------------------
 
@@ -358,10 +545,10 @@ class AsyncClient:
             self._senders.add(task)
             task.add_done_callback(self._senders.discard)
 
-    def _take(self, lane: _Lane) -> list[_Op]:
+    def _take(self, lane: _Lane) -> builtins.list[_Op]:
         """The next call's ops: in arrival order, bounded in count and bytes
         (an op larger than the byte bound goes alone); abandoned ones dropped."""
-        ops: list[_Op] = []
+        ops: builtins.list[_Op] = []
         size = 0
         queue = lane.queue
         while queue and len(ops) < self.max_ops_per_call:
@@ -376,31 +563,56 @@ class AsyncClient:
             size += op.size
         return ops
 
-    async def _send(self, lane: _Lane, ops: list[_Op]) -> None:
+    async def _send(self, lane: _Lane, ops: builtins.list[_Op]) -> None:
         try:
             loop = asyncio.get_running_loop()
             # The call lasts as long as its most patient op.
-            remaining = max(max(op.deadline for op in ops) - loop.time(), 0.001)
+            deadline = max(op.deadline for op in ops)
+            route = self._route(lane)
+            if route is Route.LEADER:
+                await self._find_leader(deadline)
+            index = self._endpoints.pick(route)
+            node = self._nodes[index]
+            timeout = self._attempt_timeout(deadline - loop.time())
             try:
                 if lane is self._writes:
                     self.calls["MultiWrite"] += 1
                     self.ops_sent["MultiWrite"] += len(ops)
-                    writes = await self._endpoint.stub.MultiWrite(
+                    writes = await node.stub.MultiWrite(
                         kv_pb2.MultiWriteRequest(writes=[op.request for op in ops]),
-                        timeout=remaining,
+                        timeout=timeout,
                     )
                     results: Sequence[Any] = writes.results
                 else:
                     self.calls["MultiGet"] += 1
                     self.ops_sent["MultiGet"] += len(ops)
-                    gets = await self._endpoint.stub.MultiGet(
+                    gets = await node.stub.MultiGet(
                         kv_pb2.MultiGetRequest(gets=[op.request for op in ops]),
-                        timeout=remaining,
+                        timeout=timeout,
                     )
                     results = gets.results
             except grpc.aio.AioRpcError as exc:
-                self._call_failed(lane, ops, _rpc_error(exc))
+                error = _rpc_error(exc)
+                if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() < deadline:
+                    # Silent within its share of the time: try another node
+                    # (a write keeps its request id: applied once whatever
+                    # this one did with it).
+                    error = ClientError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"{node.address} did not answer within {timeout:.1f}s"
+                        + (" (the write's outcome is unknown)" if lane is self._writes else ""),
+                    )
+                if error.code == grpc.StatusCode.UNAVAILABLE:
+                    self._endpoints.failed(index, _hint(exc))
+                self._call_failed(lane, ops, error)
                 return
+            self._endpoints.succeeded(index)
+            if any(
+                r.WhichOneof("result") == "error" and r.error.code == UNAVAILABLE_CODE
+                for r in results
+            ):
+                hint = next((r.error.leader_hint for r in results if r.error.leader_hint), "")
+                self._endpoints.failed(index, hint)
             if len(results) != len(ops):
                 error = ClientError(
                     grpc.StatusCode.INTERNAL,
@@ -418,7 +630,12 @@ class AsyncClient:
             lane.in_flight -= 1
             self._pump(lane)
 
-    def _answer(self, lane: _Lane, ops: list[_Op], results: Sequence[Any]) -> None:
+    def _route(self, lane: _Lane) -> Route:
+        if lane is self._gets.get(SERIALIZABLE):
+            return Route.ANY
+        return Route.LEADER
+
+    def _answer(self, lane: _Lane, ops: builtins.list[_Op], results: Sequence[Any]) -> None:
         """Each op its own result; the UNAVAILABLE ones are retried together."""
         retry: list[_Op] = []
         for op, result in zip(ops, results, strict=True):
@@ -440,7 +657,7 @@ class AsyncClient:
         if retry:
             self._retry_later(lane, retry)
 
-    def _call_failed(self, lane: _Lane, ops: list[_Op], error: ClientError) -> None:
+    def _call_failed(self, lane: _Lane, ops: builtins.list[_Op], error: ClientError) -> None:
         """The call as a whole failed: UNAVAILABLE (the node down or unreachable)
         is retried; any other status is every op's answer."""
         if error.code == grpc.StatusCode.UNAVAILABLE:
@@ -454,7 +671,7 @@ class AsyncClient:
             else:
                 self._fail(op, error)
 
-    def _retry_later(self, lane: _Lane, ops: list[_Op]) -> None:
+    def _retry_later(self, lane: _Lane, ops: builtins.list[_Op]) -> None:
         """Queue `ops` again (same requests: a write keeps its request_id) after
         the smallest of their backoffs; an op whose deadline would pass first
         gets its UNAVAILABLE answer now. One timer for the group."""
@@ -487,7 +704,8 @@ class AsyncClient:
             remaining = max(op.deadline - loop.time(), 0.001)
             try:
                 self.calls["Get"] += 1
-                reply = await self._endpoint.stub.Get(op.request, timeout=remaining)
+                node = self._nodes[self._endpoints.pick(Route.LEADER)]
+                reply = await node.stub.Get(op.request, timeout=remaining)
             except grpc.aio.AioRpcError as exc:
                 self._fail(op, _rpc_error(exc))
                 return
@@ -504,3 +722,7 @@ class AsyncClient:
             # A copy per caller: one exception raised in many tasks would
             # carry one traceback for them all.
             op.future.set_exception(type(error)(error.code, error.details))
+
+
+def _read_route(consistency: kv_pb2.Consistency.ValueType) -> Route:
+    return Route.ANY if consistency == SERIALIZABLE else Route.LEADER

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ from scripts.cluster import LocalNode as NodeProcess
 
 T = TypeVar("T")
 
-__all__ = ["InProcessNode", "LocalCluster", "NodeProcess", "free_ports", "wait_until"]
+__all__ = ["InProcessNode", "LocalCluster", "NodeProcess", "free_ports", "until", "wait_until"]
 
 
 class InProcessNode:
@@ -48,3 +48,12 @@ class InProcessNode:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+
+
+async def until(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Wait (polling on the loop) until `condition()` holds; fail after `within` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)

@@ -5,14 +5,16 @@ goes on on another node with no frame missed or repeated."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from node.async_client import AsyncClient
 from node.client import Client, ClientError
-from tests.harness import LocalCluster, wait_until
+from tests.harness import LocalCluster, until, wait_until
 
 FAST = ("--raft-tick-ms", "20", "--election-ticks", "10")
 WRITERS = 8
@@ -142,3 +144,84 @@ def test_a_subscription_goes_on_across_a_node_kill(cluster: LocalCluster) -> Non
     assert seen == sorted(set(seen)), "a frame came twice or out of order"
     assert set(written) <= set(seen), f"missed {sorted(set(written) - set(seen))[:5]}"
     assert subscriber.endpoint != cluster.addresses[victim]
+
+
+def test_32_async_callers_through_one_async_client_survive_the_leaders_kill(
+    cluster: LocalCluster,
+) -> None:
+    leader = cluster.leader()
+    acked: list[str] = []
+    failed: list[str] = []
+    slowest = [0.0]
+
+    async def run() -> None:
+        async with AsyncClient(_all(cluster), timeout=DEADLINE) as client:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            async def caller(n: int) -> None:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    key = f"a{n}-{i}"
+                    started = loop.time()
+                    try:
+                        await client.put(key, b"x", expected_version=0)  # create-only
+                    except ClientError as exc:
+                        failed.append(f"{key}: {exc}")
+                    else:
+                        acked.append(key)
+                    slowest[0] = max(slowest[0], loop.time() - started)
+
+            callers = [asyncio.create_task(caller(n)) for n in range(32)]
+            try:
+                await until(lambda: len(acked) >= 500, 30, "writes to flow")
+                await asyncio.to_thread(cluster.nodes[leader].kill)
+                before = len(acked)
+                await until(lambda: len(acked) >= before + 500, 60, "writes after the kill")
+            finally:
+                stop.set()
+                await asyncio.wait_for(asyncio.gather(*callers), DEADLINE * 3)
+
+    asyncio.run(run())
+    assert slowest[0] < DEADLINE + 2, slowest[0]
+    assert all("UNAVAILABLE" in f or "DEADLINE_EXCEEDED" in f for f in failed), failed[:5]
+    survivor = next(n for n in cluster.nodes if n != leader)
+    with cluster.client(survivor, timeout=30) as check:
+        for key in acked:
+            assert check.get(key) is not None, f"acknowledged {key} lost"
+
+
+def test_an_async_subscription_goes_on_across_a_node_kill(cluster: LocalCluster) -> None:
+    leader = cluster.leader()
+    victim = next(n for n in cluster.nodes if n != leader)
+    survivor = next(n for n in cluster.nodes if n not in (leader, victim))
+    seen: list[int] = []
+    written: list[int] = []
+
+    async def run() -> None:
+        async with AsyncClient(_all(cluster, first=victim), timeout=5) as subscriber:
+            start = (await subscriber.status()).commit_index + 1
+            done = asyncio.Event()
+
+            async def follow() -> None:
+                async for index, _ in subscriber.subscribe(start):
+                    seen.append(index)
+                    if done.is_set() and index >= written[-1]:
+                        return
+
+            following = asyncio.create_task(follow())
+            with cluster.client(survivor) as writer:
+                for i in range(300):
+                    if i == 100:
+                        await until(lambda: len(seen) >= 50, 30, "the stream to flow")
+                        await asyncio.to_thread(cluster.nodes[victim].kill)
+                    written.append((await asyncio.to_thread(writer.put, f"s{i}", b"v")).index)
+                done.set()
+                await asyncio.to_thread(writer.put, "wake", b"v")
+            await asyncio.wait_for(following, 60)
+            assert subscriber.endpoint != cluster.addresses[victim]
+
+    asyncio.run(run())
+    assert seen == sorted(set(seen)), "a frame came twice or out of order"
+    assert set(written) <= set(seen), f"missed {sorted(set(written) - set(seen))[:5]}"

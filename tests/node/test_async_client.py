@@ -64,8 +64,9 @@ class CountingStub:
 
 
 def _counting(client: AsyncClient, **kw: Any) -> CountingStub:
-    stub = CountingStub(client._endpoint.stub, **kw)
-    client._endpoint.stub = stub  # type: ignore[assignment]
+    (node,) = client._nodes
+    stub = CountingStub(node.stub, **kw)
+    node.stub = stub  # type: ignore[assignment]
     return stub
 
 

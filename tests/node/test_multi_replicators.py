@@ -13,7 +13,8 @@ from proto import frame_pb2
 from replication.noop import NoopReplicator
 from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.replicator import Accepted, Rejected, RejectReason
-from tests.replication.local_raft import EmptyStateMachine, until
+from tests.harness import until
+from tests.replication.local_raft import EmptyStateMachine
 
 
 def frame(n: int, size: int = 1) -> frame_pb2.Frame:

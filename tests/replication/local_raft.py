@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -127,12 +127,3 @@ class LocalRaft:
             await r.close()
         for server in self.servers:
             await server.stop(None)
-
-
-async def until(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Wait (polling on the loop) until `condition()` holds; fail after `within` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.005)

@@ -13,7 +13,8 @@ import pytest
 
 from proto import frame_pb2, raft_pb2, raft_pb2_grpc
 from replication.raft.cluster_id import METADATA_KEY
-from tests.replication.local_raft import NAMES, LocalRaft, until
+from tests.harness import until
+from tests.replication.local_raft import NAMES, LocalRaft
 
 
 def frame(n: int) -> frame_pb2.Frame:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from proto import frame_pb2
 from replication.raft.replicator import RaftReplicator
-from tests.replication.local_raft import EmptyStateMachine, until
+from tests.harness import until
+from tests.replication.local_raft import EmptyStateMachine
 from tests.replication.test_raft_bounds import single
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from replication.raft.core import RaftCore
-from tests.replication.local_raft import LocalRaft, until
+from tests.harness import until
+from tests.replication.local_raft import LocalRaft
 
 
 def count_rounds(core: RaftCore) -> list[bytes]:
