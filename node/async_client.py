@@ -41,6 +41,9 @@ from typing import Any
 import grpc
 
 from node.client import (
+    CONDITION_ACTUAL,
+    CONDITION_EXPECTED,
+    CONDITION_KEY,
     LEADER_METADATA_KEY,
     LINEARIZABLE,
     SERIALIZABLE,
@@ -52,6 +55,7 @@ from node.client import (
     Put,
     WriteResult,
     incarnation_id,
+    make_error,
 )
 from node.endpoints import Endpoints, Route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc
@@ -78,18 +82,22 @@ MAX_DELAY = 1.0
 NODE_MAX_MULTI_OPS = 10_000
 
 
-def _client_error(code: grpc.StatusCode, details: str) -> ClientError:
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return ConditionFailedError(code, details)
-    return ClientError(code, details)
-
-
 def _op_error(error: kv_pb2.OpError) -> ClientError:
-    return _client_error(_CODES.get(error.code, grpc.StatusCode.UNKNOWN), error.message)
+    trailers = (
+        {
+            CONDITION_KEY: error.failed_key,
+            CONDITION_EXPECTED: str(error.failed_expected),
+            CONDITION_ACTUAL: str(error.failed_actual),
+        }
+        if error.failed_key
+        else {}
+    )
+    return make_error(_CODES.get(error.code, grpc.StatusCode.UNKNOWN), error.message, trailers)
 
 
 def _rpc_error(exc: grpc.aio.AioRpcError) -> ClientError:
-    return _client_error(exc.code(), exc.details() or "")
+    trailers: Any = exc.trailing_metadata() or ()
+    return make_error(exc.code(), exc.details() or "", {str(k): str(v) for k, v in trailers})
 
 
 def _hint(exc: grpc.aio.AioRpcError) -> str:
@@ -721,7 +729,7 @@ class AsyncClient:
         if not op.future.done():
             # A copy per caller: one exception raised in many tasks would
             # carry one traceback for them all.
-            op.future.set_exception(type(error)(error.code, error.details))
+            op.future.set_exception(error.clone())
 
 
 def _read_route(consistency: kv_pb2.Consistency.ValueType) -> Route:

@@ -56,24 +56,118 @@ def incarnation_id(name: str) -> str:
 
 
 class ClientError(Exception):
-    """A call failed; `code` is the gRPC status, `details` the server's message."""
+    """A call failed; `code` is the gRPC status, `details` the server's message.
+
+    What to do depends on the subclass: UnavailableError (retry, later or on
+    another node), InvalidRequestError (fix the request), ConditionFailedError
+    (a compare-and-set lost: read the current version), AccessDeniedError
+    (the credentials do not allow it)."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         self.code = code
         self.details = details
         super().__init__(f"{code.name}: {details}")
 
+    def clone(self) -> ClientError:
+        """The same error, for another caller (one exception raised in many
+        tasks would share one traceback)."""
+        return _make_error(self.code, self.details, self._trailers())
+
+    def _trailers(self) -> dict[str, str]:
+        return {}
+
+
+class UnavailableError(ClientError):
+    """No node could do it now (no leader, overloaded, unreachable, out of
+    time). Retry with backoff; a write retried through the same Client keeps
+    its request id and is applied at most once. For a write, the details say
+    when its outcome is unknown."""
+
+
+class InvalidRequestError(ClientError):
+    """The request cannot succeed as it is: fix it (the details say what)."""
+
+
+class AccessDeniedError(ClientError):
+    """UNAUTHENTICATED or PERMISSION_DENIED: the credentials do not allow it."""
+
 
 class ConditionFailedError(ClientError):
-    """A compare-and-set condition did not hold; nothing was written."""
+    """A compare-and-set condition did not hold; nothing was written.
+    `key`, `expected` and `actual` (the current version, 0: no such key) say
+    which, when the node told (it does since the condition trailers)."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        key: str = "",
+        expected: int = 0,
+        actual: int = 0,
+    ) -> None:
+        super().__init__(code, details)
+        self.key, self.expected, self.actual = key, expected, actual
+
+    def _trailers(self) -> dict[str, str]:
+        return {
+            CONDITION_KEY: self.key,
+            CONDITION_EXPECTED: str(self.expected),
+            CONDITION_ACTUAL: str(self.actual),
+        }
+
+
+# Trailing metadata of a failed condition (node/rpc.py sets them).
+CONDITION_KEY = "shardlite-condition-key"
+CONDITION_EXPECTED = "shardlite-condition-expected"
+CONDITION_ACTUAL = "shardlite-condition-actual"
+
+_RETRY = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+}
+_FIX = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.FAILED_PRECONDITION,  # not a condition: e.g. a cluster RPC on one node
+}
+_DENIED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+def _make_error(code: grpc.StatusCode, details: str, trailers: dict[str, str]) -> ClientError:
+    if code == grpc.StatusCode.FAILED_PRECONDITION and CONDITION_KEY in trailers:
+        return ConditionFailedError(
+            code,
+            details,
+            key=trailers[CONDITION_KEY],
+            expected=_int(trailers.get(CONDITION_EXPECTED)),
+            actual=_int(trailers.get(CONDITION_ACTUAL)),
+        )
+    if code in _RETRY:
+        return UnavailableError(code, details)
+    if code in _FIX:
+        return InvalidRequestError(code, details)
+    if code in _DENIED:
+        return AccessDeniedError(code, details)
+    return ClientError(code, details)
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
 
 
 def _error(exc: grpc.RpcError) -> ClientError:
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return ConditionFailedError(code, details)
-    return ClientError(code, details)
+    if not isinstance(exc, grpc.Call):
+        return ClientError(grpc.StatusCode.UNKNOWN, str(exc))
+    trailers = {str(k): str(v) for k, v in exc.trailing_metadata() or ()}
+    return _make_error(exc.code(), exc.details() or "", trailers)
 
 
 @dataclass(frozen=True)
@@ -203,6 +297,13 @@ def _within(call: Iterator[M], seconds: float | None, address: str) -> Iterator[
 
 def _read_route(consistency: kv_pb2.Consistency.ValueType) -> Route:
     return Route.ANY if consistency == SERIALIZABLE else Route.LEADER
+
+
+def make_error(
+    code: grpc.StatusCode, details: str, trailers: dict[str, str] | None = None
+) -> ClientError:
+    """The ClientError subclass for a status (and its trailers)."""
+    return _make_error(code, details, trailers or {})
 
 
 def _leader_hint(exc: grpc.RpcError) -> str:

@@ -83,8 +83,16 @@ def op_error(exc: Exception) -> kv_pb2.OpError:
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
     code, message, hint = status_for(exc)
-    if hint:
-        context.set_trailing_metadata(((LEADER_METADATA_KEY, hint),))
+    trailers: list[tuple[str, str]] = [(LEADER_METADATA_KEY, hint)] if hint else []
+    if isinstance(exc, errors.ConditionFailed):
+        # Which condition, so a client can say it without parsing the message.
+        trailers += [
+            ("shardlite-condition-key", exc.key),
+            ("shardlite-condition-expected", str(exc.expected)),
+            ("shardlite-condition-actual", str(exc.actual)),
+        ]
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers))
     await context.abort(code, message)
 
 
