@@ -667,8 +667,9 @@ class AsyncClient:
 
     def _call_failed(self, lane: _Lane, ops: builtins.list[_Op], error: ClientError) -> None:
         """The call as a whole failed: UNAVAILABLE (the node down or unreachable)
-        is retried; any other status is every op's answer."""
-        if error.code == grpc.StatusCode.UNAVAILABLE:
+        and RESOURCE_EXHAUSTED (overloaded: nothing was started) are retried
+        with backoff; any other status is every op's answer."""
+        if error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
             for op in ops:
                 op.unavailable = error
             self._retry_later(lane, ops)

@@ -71,6 +71,13 @@ class _EnvDefaults(argparse.ArgumentParser):
         return action
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _node_parser(sub: Any) -> None:
     defaults = NodeConfig()
     p = sub.add_parser("node", help="run a storage node", description="Run a storage node.")
@@ -161,6 +168,18 @@ def _node_parser(sub: Any) -> None:
         help="TCP port of the Raft message stream on the peer host (default 0: any free port, "
         "told to peers over the peer service; set it to open a firewall for it)",
     )
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=_at_least_one,
+        default=defaults.max_concurrent_requests,
+        help="client requests served at once (streams until they end); more are RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-streams-per-connection",
+        type=_at_least_one,
+        default=defaults.max_streams_per_connection,
+        help="concurrent calls on one client connection; the client waits beyond it",
+    )
     p.add_argument("--tls-cert", type=Path, default=None, help="TLS certificate for clients (PEM)")
     p.add_argument("--tls-key", type=Path, default=None, help="its private key (PEM)")
     p.add_argument(
@@ -235,6 +254,8 @@ def _run_node(args: argparse.Namespace) -> int:
         peer_listen=args.peer_listen,
         advertise_peer=args.advertise_peer,
         peer_stream_port=args.peer_stream_port,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_streams_per_connection=args.max_streams_per_connection,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_ca=args.tls_ca,

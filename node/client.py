@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node.endpoints import Endpoints, Route
+from node.endpoints import FIRST_BACKOFF, MAX_BACKOFF, Endpoints, Route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -394,6 +394,7 @@ class Client:
         deadline = time.monotonic() + self.timeout
         unavailable: ClientError | None = None
         endpoints = self._endpoints
+        backoff = FIRST_BACKOFF
         while True:
             if route is Route.LEADER and endpoints.leader is None:
                 self._find_leader(deadline)
@@ -411,15 +412,19 @@ class Client:
                     # A retry ran out of time: the node's own answer says more
                     # (why it is unavailable, whether the outcome is unknown).
                     raise unavailable from None
+                shed = error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 moving_on = error.code == grpc.StatusCode.UNAVAILABLE or (
                     timed_out and endpoints.several
                 )
-                if not retry or not moving_on:
+                if not retry or not (moving_on or shed):
                     raise error from None
-                if error.code == grpc.StatusCode.UNAVAILABLE or unavailable is None:
+                if error.code != grpc.StatusCode.DEADLINE_EXCEEDED or unavailable is None:
                     unavailable = error
-                with self._lock:
-                    delay = endpoints.failed(index, _leader_hint(exc))
+                if shed:  # overloaded, not down: back off, then the same node again
+                    delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
+                else:
+                    with self._lock:
+                        delay = endpoints.failed(index, _leader_hint(exc))
                 if time.monotonic() + delay >= deadline:
                     raise unavailable from None
                 time.sleep(delay)

@@ -22,6 +22,12 @@ class NodeConfig:
     # Frames kept in the log after they are applied, for Subscribe.
     log_retain: int = 100_000
     log_segment_bytes: int = 64 << 20
+    # Client requests served at once (a stream counts until it ends); more are
+    # refused with RESOURCE_EXHAUSTED. Health checks and peers do not count.
+    max_concurrent_requests: int = 4096
+    # Concurrent calls on one client connection (HTTP/2 streams): the client
+    # waits for room beyond it.
+    max_streams_per_connection: int = 1024
     # Backups running at once (each is a full copy of the shards on disk).
     max_concurrent_backups: int = 2
     # SIGTERM: how long in-flight requests get to finish.

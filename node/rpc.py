@@ -13,6 +13,7 @@ passed on to the leader) keeps its code and message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -103,19 +104,21 @@ def _parse(message_type: type[Message], raw: bytes) -> Message | None:
         return None
 
 
-Admit = Callable[[], None]
+# Runs around each request (a stream: until it ends); may refuse it by raising.
+Admit = Callable[[], contextlib.AbstractContextManager[None]]
 
 
-def _admit_all() -> None:
-    pass
+def _admit_all() -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
 
 
 def generic_handler(
     service: ServiceDescriptor, servicer: object, admit: Admit = _admit_all
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every method of `service`, implemented by the
-    servicer's method of the same name. `admit` runs before each request and
-    may raise (a node that fail-stopped refuses everything at once)."""
+    servicer's method of the same name. `admit` holds each request's place and
+    may refuse it (a node that fail-stopped refuses everything at once, an
+    overloaded one what is beyond its limit)."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_type = _message_class(method.input_type)
@@ -160,8 +163,8 @@ def _unary(
         if request is None:
             await _malformed(context, request_type)
         try:
-            admit()
-            return await impl(request, context)
+            with admit():
+                return await impl(request, context)
         except Exception as exc:
             error = exc
         await _abort(context, error)
@@ -186,8 +189,8 @@ def _client_streaming(
                 yield request
 
         try:
-            admit()
-            return await impl(requests(), context)
+            with admit():
+                return await impl(requests(), context)
         except Exception as exc:
             error = exc
         await _abort(context, error)
@@ -208,8 +211,9 @@ def _streaming(
         request = _parse(request_type, raw)
         if request is None:
             await _malformed(context, request_type)
+        place = contextlib.ExitStack()
         try:
-            admit()
+            place.enter_context(admit())
         except Exception as exc:
             await _abort(context, exc)
             return
@@ -232,6 +236,7 @@ def _streaming(
         except Exception as exc:
             error = exc
         finally:
+            place.close()
             await _close(responses)
         await _abort(context, error)
 

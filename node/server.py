@@ -18,6 +18,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from node import reflection, rpc
+from node.admission import Admission
 from node.applier import Applier, read_applied_marker
 from node.backup import restore
 from node.cluster_service import ClusterService
@@ -142,6 +143,7 @@ class Node:
         self.version = _version()
         self._replicator_factory = replicator_factory
         self.lifecycle = Lifecycle()
+        self.admission = Admission(self.lifecycle, config.max_concurrent_requests)
         self.store = ShardStore(config.data_dir, config.shard_cache_size, config.shard_idle_seconds)
         self.health = health_aio.HealthServicer()
         self.client_tls = client_tls(config)
@@ -297,13 +299,15 @@ class Node:
                 ("grpc.max_receive_message_length", config.max_request_bytes),
                 ("grpc.max_send_message_length", config.max_request_bytes),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_concurrent_streams", config.max_streams_per_connection),
                 *PEER_SERVER_GRPC_OPTIONS,  # accept the peers' keepalive pings
             ]
         )
         # Once fail-stopped, every client request answers UNAVAILABLE with the
-        # reason. The Raft service stays open: its Forward answers a structured
-        # rejection, and the replicator drops peer messages itself.
-        admit = self.lifecycle.check_fatal
+        # reason; past the limit, RESOURCE_EXHAUSTED. The Raft service stays
+        # open: its Forward answers a structured rejection, and the replicator
+        # drops peer messages itself.
+        admit = self.admission
         server.add_generic_rpc_handlers(
             tuple(
                 rpc.generic_handler(service, servicer)

@@ -117,3 +117,20 @@ def test_not_leader_carries_the_leader_hint(
     assert "127.0.0.1:1" in (error.details() or "")
     trailers = dict(error.trailing_metadata() or ())
     assert trailers[LEADER_METADATA_KEY] == "127.0.0.1:1"
+
+
+def test_the_client_backs_off_and_retries_an_overloaded_node(
+    rejecting: tuple[InProcessNode, RejectingReplicator],
+) -> None:
+    """RESOURCE_EXHAUSTED (nothing was started) is retried on the same node
+    with backoff until the deadline, then reported as such."""
+    node, replicator = rejecting
+    replicator.reason = RejectReason.QUEUE_FULL
+    with (
+        Client(node.endpoint, namespace="overloaded", timeout=1.5) as c,
+        pytest.raises(ClientError) as failure,
+    ):
+        c.put("k", b"v")
+    assert failure.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Backoff 50, 100, 200, 400 ms ... within 1.5 s: a few attempts, not hundreds.
+    assert 3 <= replicator.proposed <= 10, replicator.proposed
