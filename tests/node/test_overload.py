@@ -51,4 +51,3 @@ def test_requests_beyond_the_limit_are_resource_exhausted_and_the_node_stays_hea
         found = kv.Get(kv_pb2.GetRequest(namespace="o", key="before"), timeout=5)
         assert found.found  # nothing acknowledged was lost
         assert not kv.Get(kv_pb2.GetRequest(namespace="o", key="shed"), timeout=5).found
-
