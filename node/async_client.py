@@ -511,11 +511,18 @@ class AsyncClient:
             finally:
                 call.cancel()
             failures += 1
+            if failures > 2 * len(endpoints.addresses):
+                raise error
+            if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # A List served for long (it holds a snapshot at most a minute),
+                # or an overloaded node: go on there, after a pause.
+                await asyncio.sleep(FIRST_DELAY * failures)
+                continue
             moving_on = error.code in (
                 grpc.StatusCode.UNAVAILABLE,
                 grpc.StatusCode.DEADLINE_EXCEEDED,
             )
-            if not moving_on or not endpoints.several or failures > 2 * len(endpoints.addresses):
+            if not moving_on or not endpoints.several:
                 raise error
             await asyncio.sleep(endpoints.failed(index, hint))
 

@@ -649,11 +649,15 @@ class Client:
             except _Silent as silent:
                 error, hint = silent.error, ""
             failures += 1
-            moving_on = error.code in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-            )
-            if not moving_on or not endpoints.several or failures > 2 * len(endpoints.addresses):
+            if failures > 2 * len(endpoints.addresses):
+                raise error from None
+            if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                # The node ends a stream it has served for long (a List holds a
+                # snapshot at most a minute), or is overloaded: go on there.
+                time.sleep(FIRST_BACKOFF * failures)
+                continue
+            moving_on = error.code in (UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if not moving_on or not endpoints.several:
                 raise error from None
             with self._lock:
                 delay = endpoints.failed(index, hint)

@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from node import service as service_module
-from node.client import ClientError, Delete, Put
+from node.client import Client, ClientError, Delete, Put
 from node.config import NodeConfig
 from node.shard import scan
 from node.shards import ShardStore
@@ -194,6 +194,19 @@ def test_a_list_stream_is_bounded_in_time_and_says_where_to_resume(
     assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert f"start_after={received[-1]!r}" in (ended.value.details() or "")
     assert 0 < len(received) < 600
+
+
+def test_the_client_lists_on_across_streams_the_node_ends(
+    in_process: Callable[[], InProcessNode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Client.list() reopens a stream the node ended for its time bound after
+    the last key it gave: every key once, in order."""
+    monkeypatch.setattr(service_module, "LIST_MAX_SECONDS", 0.0)
+    node = in_process()
+    keys = [f"k{i:04d}" for i in range(600)]
+    with Client(node.endpoint, namespace="resumed") as client:
+        client.batch([Put(key, b"v" * 200) for key in keys])
+        assert [entry.key for entry in client.list()] == keys
 
 
 def _first(stream: Iterable[kv_pb2.SubscribeResponse]) -> kv_pb2.SubscribeResponse:
