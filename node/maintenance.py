@@ -73,4 +73,6 @@ class MaintenanceService:
                 )
         finally:
             self._running -= 1
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            # Shielded: a stream cancelled (again) while this waits for a
+            # worker thread would otherwise cancel the removal before it ran.
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, workdir, True))
