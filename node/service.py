@@ -216,11 +216,15 @@ class KVService:
                     )
         finally:
             # A cancelled stream: let the read in flight finish before closing
-            # the scan (its connection) from another thread.
-            if reading is not None and not reading.done():
-                with contextlib.suppress(Exception):
-                    await reading
-            await asyncio.to_thread(chunks.close)
+            # the scan (its connection and read snapshot) from another thread;
+            # shielded, so that a second cancellation cannot skip the close.
+            async def close_scan() -> None:
+                if reading is not None and not reading.done():
+                    with contextlib.suppress(Exception):
+                        await reading
+                await asyncio.to_thread(chunks.close)
+
+            await asyncio.shield(close_scan())
 
     async def ListNamespaces(
         self, request: kv_pb2.ListNamespacesRequest, context: Any
