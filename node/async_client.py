@@ -57,7 +57,7 @@ from node.client import (
     incarnation_id,
     make_error,
 )
-from node.endpoints import Endpoints, Route
+from node.endpoints import Endpoints, Route, read_route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc
 
 __all__ = [
@@ -377,7 +377,7 @@ class AsyncClient:
                 )
             )
 
-        async for chunk in self._stream(open_list, _read_route(consistency), self.timeout):
+        async for chunk in self._stream(open_list, read_route(consistency), self.timeout):
             for item in chunk.items:
                 last, seen = item.key, seen + 1
                 yield Entry(item.key, item.value, item.version)
@@ -467,11 +467,7 @@ class AsyncClient:
                     )
                 except grpc.aio.AioRpcError:
                     continue
-                found = (
-                    index if status.role == "leader" else endpoints.index_of(status.leader_address)
-                )
-                if found is not None:
-                    endpoints.found_leader(found)
+                if endpoints.learn_leader(index, status):
                     return
 
     async def _stream(
@@ -738,7 +734,3 @@ class AsyncClient:
             # A copy per caller: one exception raised in many tasks would
             # carry one traceback for them all.
             op.future.set_exception(error.clone())
-
-
-def _read_route(consistency: kv_pb2.Consistency.ValueType) -> Route:
-    return Route.ANY if consistency == SERIALIZABLE else Route.LEADER

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node.endpoints import FIRST_BACKOFF, MAX_BACKOFF, Endpoints, Route
+from node.endpoints import FIRST_BACKOFF, MAX_BACKOFF, Endpoints, Route, read_route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -295,10 +295,6 @@ def _within(call: Iterator[M], seconds: float | None, address: str) -> Iterator[
         yield message
 
 
-def _read_route(consistency: kv_pb2.Consistency.ValueType) -> Route:
-    return Route.ANY if consistency == SERIALIZABLE else Route.LEADER
-
-
 def make_error(
     code: grpc.StatusCode, details: str, trailers: dict[str, str] | None = None
 ) -> ClientError:
@@ -450,11 +446,9 @@ class Client:
                 )
             except grpc.RpcError:
                 continue
-            found = index if status.role == "leader" else endpoints.index_of(status.leader_address)
-            if found is not None:
-                with self._lock:
-                    endpoints.found_leader(found)
-                return
+            with self._lock:
+                if endpoints.learn_leader(index, status):
+                    return
 
     # -- writes ---------------------------------------------------------------
 
@@ -537,7 +531,7 @@ class Client:
         request = kv_pb2.GetRequest(
             key=key, consistency=consistency, org=where[0], namespace=where[1]
         )
-        reply = self._call(lambda n: n.kv.Get, request, retry=True, route=_read_route(consistency))
+        reply = self._call(lambda n: n.kv.Get, request, retry=True, route=read_route(consistency))
         return Entry(key, reply.value, reply.version) if reply.found else None
 
     def list(
@@ -571,7 +565,7 @@ class Client:
             stream: Iterator[kv_pb2.ListResponse] = iter(node.kv.List(request))
             return stream
 
-        for chunk in self._stream(open_list, _read_route(consistency), self.timeout):
+        for chunk in self._stream(open_list, read_route(consistency), self.timeout):
             for item in chunk.items:
                 last, seen = item.key, seen + 1
                 yield Entry(item.key, item.value, item.version)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
+from proto import kv_pb2
 from replication.raft.transport import address_problem
 
 FIRST_BACKOFF = 0.05
@@ -24,6 +25,10 @@ class Route(Enum):
     LEADER = "leader"  # writes, LINEARIZABLE reads, administration
     ANY = "any"  # SERIALIZABLE reads: spread over the endpoints
     CURRENT = "current"  # status, health: the node the client talks to now
+
+
+def read_route(consistency: kv_pb2.Consistency.ValueType) -> Route:
+    return Route.ANY if consistency == kv_pb2.SERIALIZABLE else Route.LEADER
 
 
 def parse_endpoints(endpoints: str | Sequence[str]) -> list[str]:
@@ -84,8 +89,14 @@ class Endpoints:
             return 0.0
         return float(min(FIRST_BACKOFF * 2 ** (rounds - 1), MAX_BACKOFF))
 
-    def found_leader(self, index: int) -> None:
-        self.leader = self.current = index
+    def learn_leader(self, index: int, status: kv_pb2.StatusResponse) -> bool:
+        """What endpoint `index` said of itself: remember the leader if it is
+        that endpoint or one the client knows. False when it does not say."""
+        found = index if status.role == "leader" else self.index_of(status.leader_address)
+        if found is None:
+            return False
+        self.leader = self.current = found
+        return True
 
     def index_of(self, address: str) -> int | None:
         try:

@@ -251,9 +251,12 @@ class LocalCluster:
 
 @contextlib.contextmanager
 def running_cluster(base: Path, size: int = 3, **kwargs: Any) -> Iterator[LocalCluster]:
+    """A started cluster that has elected a leader; stopped afterwards, whatever happened."""
     cluster = LocalCluster(base, size, **kwargs)
     try:
-        yield cluster.start()
+        cluster.start()
+        cluster.leader()
+        yield cluster
     finally:
         cluster.stop()
 

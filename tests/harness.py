@@ -14,12 +14,20 @@ from typing import Any, TypeVar
 
 from node.config import NodeConfig
 from node.server import Node, ReplicatorFactory
-from scripts.cluster import LocalCluster, free_ports, wait_until
+from scripts.cluster import LocalCluster, free_ports, running_cluster, wait_until
 from scripts.cluster import LocalNode as NodeProcess
 
 T = TypeVar("T")
 
-__all__ = ["InProcessNode", "LocalCluster", "NodeProcess", "free_ports", "until", "wait_until"]
+__all__ = [
+    "InProcessNode",
+    "LocalCluster",
+    "NodeProcess",
+    "free_ports",
+    "running_cluster",
+    "until",
+    "wait_until",
+]
 
 
 class InProcessNode:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "client.md"]
@@ -32,13 +32,8 @@ EXAMPLES = _examples()
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("docs"), 3)
-    try:
-        cluster.start()
-        cluster.leader()
+    with running_cluster(tmp_path_factory.mktemp("docs"), 3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_the_docs_have_examples() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from node.async_client import AsyncClient
 from node.client import Client, ClientError
-from tests.harness import LocalCluster, until, wait_until
+from tests.harness import LocalCluster, running_cluster, until, wait_until
 
 FAST = ("--raft-tick-ms", "20", "--election-ticks", "10")
 WRITERS = 8
@@ -23,13 +23,8 @@ DEADLINE = 10.0
 
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("failover"), 3, args=FAST)
-    try:
-        cluster.start()
-        cluster.leader()
+    with running_cluster(tmp_path_factory.mktemp("failover"), 3, args=FAST) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def _all(cluster: LocalCluster, first: str | None = None) -> list[str]:

@@ -13,20 +13,15 @@ import pytest
 
 from proto import kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 from replication.raft.transport import RaftServicer
-from tests.harness import LocalCluster, free_ports, wait_until
+from tests.harness import LocalCluster, free_ports, running_cluster, wait_until
 
 FAST = ("--raft-tick-ms", "20", "--election-ticks", "10")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(tmp_path_factory.mktemp("peers"), 3, args=FAST)
-    try:
-        cluster.start()
-        cluster.leader()
+    with running_cluster(tmp_path_factory.mktemp("peers"), 3, args=FAST) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def _code(call: grpc.RpcError) -> grpc.StatusCode:

@@ -17,8 +17,8 @@ from google.protobuf.message import DecodeError
 from node import certs
 from node.client import Client, ClientError, tls_credentials
 from proto import raft_pb2, raft_pb2_grpc
-from replication.raft.transport import FRAME_LENGTH, host_of
-from tests.harness import LocalCluster, wait_until
+from replication.raft.transport import FRAME_LENGTH, HANDSHAKE_TIMEOUT, host_of
+from tests.harness import LocalCluster, running_cluster, wait_until
 
 FAST = ("--raft-tick-ms", "20", "--election-ticks", "10")
 
@@ -53,19 +53,14 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, pki: dict[str, Path]
 ) -> Iterator[LocalCluster]:
     ours = pki["ours"]
-    cluster = LocalCluster(
+    with running_cluster(
         tmp_path_factory.mktemp("tls"),
         3,
         args=FAST,
         node_args=lambda name: _node_tls(ours, name),
         client_options={"credentials": _alice(ours)},
-    )
-    try:
-        cluster.start()
-        cluster.leader()
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_a_client_with_the_ca_and_a_certificate_reads_and_writes(cluster: LocalCluster) -> None:
@@ -133,7 +128,9 @@ def _welcomed(port: int, context: ssl.SSLContext | None) -> bool:
     """Whether the message stream at `port` answers our hello with a welcome."""
     hello = raft_pb2.MessageStreamHello().SerializeToString()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        # Longer than the listener's handshake timeout: a stranger that never
+        # completes a handshake is closed by then (EOF), not left hanging.
+        with socket.create_connection(("127.0.0.1", port), timeout=HANDSHAKE_TIMEOUT * 3) as raw:
             conn = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
             with conn:
                 conn.sendall(FRAME_LENGTH.pack(len(hello)) + hello)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
-from tests.harness import LocalCluster, wait_until
+from tests.harness import LocalCluster, running_cluster, wait_until
 from tests.node.replay import dump_shards, replay
 
 FORGED = [
@@ -41,13 +41,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def member(box: Path) -> Iterator[LocalCluster]:
     """A one-member Raft cluster: Raft (Forward) on its peer port, the KV API
     on its client port."""
-    cluster = LocalCluster(box, size=1)
-    try:
-        cluster.start()
-        cluster.leader()
+    with running_cluster(box, size=1) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def _endpoint(cluster: LocalCluster) -> str:
