@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from node.cli_output import b64, emit, error, wants_json
 from node.client import (
     LINEARIZABLE,
     SERIALIZABLE,
@@ -34,8 +35,11 @@ from node.client import (
     open_channel,
     tls_credentials,
 )
+from node.cluster_status import cluster_status, render_table
 from node.config import NodeConfig
 from node.logs import setup_logging
+from node.progress import progress_bar
+from node.transfer import TransferError, encode_line, export_namespace, import_namespace
 from proto import kv_pb2
 from replication.raft.members import parse_peers
 
@@ -127,7 +131,8 @@ def _node_parser(sub: Any) -> None:
         "--restore",
         type=Path,
         default=None,
-        help="start from a backup directory (the data directory must be empty)",
+        help="start from a backup file (shardlite backup --out; or an older backup "
+        "directory): the data directory must be empty",
     )
     p.add_argument(
         "--unsafe-stale-reads",
@@ -318,6 +323,7 @@ def _client_parser(sub: Any, name: str, help_text: str, run: Callable[..., int])
     p.add_argument(
         "--key", dest="tls_key", type=Path, default=None, help="the client certificate's key"
     )
+    p.add_argument("--output", choices=("text", "json"), default="text", help="json: for scripts")
     p.set_defaults(run=run)
     return p
 
@@ -350,7 +356,7 @@ def _value_arg(value: str) -> bytes:
 def _put(args: argparse.Namespace) -> int:
     with _client(args) as c:
         r = c.put(args.key, _value_arg(args.value), expected_version=args.expected_version)
-    print(f"OK index={r.index} version={r.version}")
+    emit(args, f"OK index={r.index} version={r.version}", {"index": r.index, "version": r.version})
     return 0
 
 
@@ -359,8 +365,14 @@ def _get(args: argparse.Namespace) -> int:
     with _client(args) as c:
         entry = c.get(args.key, consistency=consistency)
     if entry is None:
+        if wants_json(args):
+            emit(args, "", {"key": args.key, "found": False})
         print(f"key {args.key!r} not found", file=sys.stderr)
         return 1
+    if wants_json(args):
+        data = {"key": entry.key, "found": True, "value": b64(entry.value)}
+        emit(args, "", {**data, "version": entry.version})
+        return 0
     if args.show_version:
         print(f"version={entry.version}")
     sys.stdout.buffer.write(entry.value + b"\n")
@@ -370,7 +382,11 @@ def _get(args: argparse.Namespace) -> int:
 def _del(args: argparse.Namespace) -> int:
     with _client(args) as c:
         r = c.delete(args.key, expected_version=args.expected_version)
-    print(f"OK index={r.index} deleted={'yes' if r.deleted else 'no (key did not exist)'}")
+    emit(
+        args,
+        f"OK index={r.index} deleted={'yes' if r.deleted else 'no (key did not exist)'}",
+        {"index": r.index, "deleted": r.deleted},
+    )
     return 0
 
 
@@ -380,7 +396,9 @@ def _ls(args: argparse.Namespace) -> int:
         for e in c.list(
             args.prefix, start_after=args.start_after, limit=args.limit, consistency=consistency
         ):
-            if args.keys_only:
+            if wants_json(args):
+                print(encode_line(e.key, e.value, e.version))
+            elif args.keys_only:
                 print(e.key)
             else:
                 print(f"{e.key}\t{e.version}\t{e.value.decode(errors='backslashreplace')}")
@@ -389,14 +407,26 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _namespaces(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        for name in c.namespaces():
+        names = c.namespaces()
+    if wants_json(args):
+        emit(args, "", {"org": args.org, "namespaces": names})
+    else:
+        for name in names:
             print(name)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.cluster:
+        rows = cluster_status(args.endpoint, args.timeout)
+        emit(args, render_table(rows), [r.as_dict() for r in rows])
+        return 0 if all(r.health == "SERVING" for r in rows) else 1
     with _client(args) as c:
         s = c.status()
+    if wants_json(args):
+        fields = {f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields}
+        emit(args, "", {**fields, "members": list(s.members)})
+        return 0
     fields = (
         "node_id",
         "replicator",
@@ -444,27 +474,30 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_members(members: Sequence[Any]) -> None:
+def _print_members(args: argparse.Namespace, members: Sequence[Any]) -> None:
+    rows = []
     for m in members:
         role = "leader" if m.leader else ("learner" if m.learner else "voter")
-        print(f"{m.name}\t{m.address}\t{role}\tmatch={m.match_index}")
+        rows.append({"name": m.name, "address": m.address, "role": role, "match": m.match_index})
+    text = "\n".join(f"{r['name']}\t{r['address']}\t{r['role']}\tmatch={r['match']}" for r in rows)
+    emit(args, text, rows)
 
 
 def _members(args: argparse.Namespace) -> int:
     with _client(args) as c:
         if args.action == "list":
             reply = c.members()
-            _print_members(reply.members)
+            _print_members(args, reply.members)
         elif args.action == "add":
             if not args.name or not args.address:
                 print("error: members add NAME ADDRESS", file=sys.stderr)
                 return 2
-            _print_members(c.add_member(args.name, args.address, learner_only=args.learner))
+            _print_members(args, c.add_member(args.name, args.address, learner_only=args.learner))
         else:
             if not args.name:
                 print("error: members remove NAME", file=sys.stderr)
                 return 2
-            _print_members(c.remove_member(args.name))
+            _print_members(args, c.remove_member(args.name))
     return 0
 
 
@@ -480,17 +513,85 @@ def _health(args: argparse.Namespace) -> int:
             )
         except grpc.RpcError as exc:
             code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            if wants_json(args):
+                emit(args, "", {"status": "UNREACHABLE", "code": code})
             print(f"unhealthy: {code}", file=sys.stderr)
             return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
+    emit(args, status, {"status": status})
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _backup(args: argparse.Namespace) -> int:
-    with _client(args) as c:
-        index = c.backup(args.out, timeout=args.timeout if args.timeout > 10 else 3600)
-    print(f"backup at index {index} written to {args.out} (verified)")
+    with _client(args) as c, progress_bar("backup", "bytes", enabled=_bars(args)) as bar:
+        index = c.backup(
+            args.out, timeout=args.timeout if args.timeout > 10 else 3600, progress=bar
+        )
+    size = args.out.stat().st_size
+    emit(
+        args,
+        f"backup at index {index} written to {args.out} ({size} bytes, verified)",
+        {"index": index, "file": str(args.out), "bytes": size},
+    )
+    return 0
+
+
+def _bars(args: argparse.Namespace) -> bool | None:
+    """Progress bars on a terminal, never with --output json."""
+    return False if wants_json(args) else None
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from node.backup import RestoreError, restore
+
+    try:
+        with progress_bar("restore", "bytes", enabled=_bars(args)) as bar:
+            result = restore(args.file, args.data, progress=bar)
+    except RestoreError as exc:
+        error(args, "", f"cannot restore: {exc}")
+        return 2
+    emit(
+        args,
+        f"restored the backup at index {result.index} into {args.data}; start it with "
+        f"shardlite node --data {args.data} (and --peers ... for each member of a new cluster)",
+        {"index": result.index, "data": str(args.data)},
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    with (
+        _client(args) as c,
+        progress_bar(f"export {args.namespace}", "items", enabled=_bars(args)) as bar,
+    ):
+        if args.out is None:
+            count = export_namespace(c, args.org, args.namespace, sys.stdout, bar)
+        else:
+            partial = args.out.with_name(f".{args.out.name}.partial")
+            with open(partial, "w", encoding="utf-8") as f:
+                count = export_namespace(c, args.org, args.namespace, f, bar)
+            partial.replace(args.out)
+    if args.out is not None:
+        emit(args, f"exported {count} keys to {args.out}", {"keys": count, "file": str(args.out)})
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    with (
+        _client(args) as c,
+        progress_bar(f"import {args.namespace}", "items", enabled=_bars(args)) as bar,
+    ):
+        try:
+            done = import_namespace(c, args.org, args.namespace, args.file, bar)
+        except TransferError as exc:
+            error(args, "", f"cannot import {args.file}: {exc}")
+            return 2
+    emit(
+        args,
+        f"imported {done.keys} keys into {args.org or '(default org)'}/{args.namespace} "
+        f"in {done.batches} batches",
+        {"keys": done.keys, "batches": done.batches, "last_index": done.last_index},
+    )
     return 0
 
 
@@ -515,18 +616,21 @@ def _faults(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            print(f"error: {code}: {details}", file=sys.stderr)
+            error(args, code, details or "")
             return 2
-    print(
+    emit(
+        args,
         f"dropping to: {','.join(reply.dropping_to) or '-'}  "
-        f"from: {','.join(reply.dropping_from) or '-'}"
+        f"from: {','.join(reply.dropping_from) or '-'}",
+        {"dropping_to": list(reply.dropping_to), "dropping_from": list(reply.dropping_from)},
     )
     return 0
 
 
 def _leader(args: argparse.Namespace) -> int:
     with _client(args) as c:
-        print(f"leader is now {c.transfer_leader(args.name)}")
+        leader = c.transfer_leader(args.name)
+    emit(args, f"leader is now {leader}", {"leader": leader})
     return 0
 
 
@@ -559,15 +663,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys-only", action="store_true")
     p.add_argument("--serializable", action="store_true")
     _client_parser(sub, "namespaces", "list an org's namespaces", _namespaces)
-    _client_parser(sub, "status", "show a node's status", _status)
+    p = _client_parser(sub, "status", "show a node's status", _status)
+    p.add_argument(
+        "--cluster", action="store_true", help="every member as a table (each one asked itself)"
+    )
     p = _client_parser(sub, "members", "list, add or remove cluster members", _members)
     p.add_argument("action", choices=("list", "add", "remove"))
     p.add_argument("name", nargs="?", default="")
     p.add_argument("address", nargs="?", default="", help="host:port (add)")
     p.add_argument("--learner", action="store_true", help="add as a non-voting learner only")
     _client_parser(sub, "health", "exit 0 if the node serves (grpc.health.v1)", _health)
-    p = _client_parser(sub, "backup", "download a consistent backup of a node", _backup)
-    p.add_argument("out", type=Path, help="an empty or new directory")
+    p = _client_parser(sub, "backup", "download a consistent backup as one file", _backup)
+    p.add_argument("--out", type=Path, required=True, help="the backup file to write (new)")
+    p = sub.add_parser(
+        "restore",
+        help="prepare a data directory from a backup file",
+        description="Verify a backup file and restore it into an empty data directory; then "
+        "start a node on it (shardlite node --data DIR, with --peers for a new cluster).",
+    )
+    p.add_argument("file", type=Path, help="a backup file (or an older backup directory)")
+    p.add_argument("--data", type=Path, required=True, help="the data directory (empty or new)")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    p.set_defaults(run=_restore)
+    p = _client_parser(sub, "export", "write a namespace's keys as JSON lines", _export)
+    p.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
+    p = _client_parser(sub, "import", "put the keys of a JSON-lines file into a namespace", _import)
+    p.add_argument("file", type=Path, help="JSON lines as written by shardlite export")
     p = _client_parser(
         sub, "faults", "partition a node (needs --fault-injection on the node)", _faults
     )
@@ -639,10 +760,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except ClientError as exc:
-        print(f"error: {exc.code.name}: {exc.details}", file=sys.stderr)
+        error(args, exc.code.name, exc.details)
         return 2
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:
+        error(args, "", str(exc))
         return 2
     except KeyboardInterrupt:
         return 130

@@ -688,37 +688,53 @@ class Client:
 
     # -- maintenance ----------------------------------------------------------
 
-    def backup(self, out_dir: Path, *, timeout: float = 3600.0) -> int:
-        """Download a consistent backup of the node into the empty `out_dir`,
-        verify it, and return its index."""
-        from node.backup import verify
-        from replication.raft.snapshots import MANIFEST, read_manifest
+    def backup(
+        self,
+        out: Path,
+        *,
+        timeout: float = 3600.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Download a consistent backup of the node as the new file `out`,
+        verify it, and return its index. Written atomically: a temporary file
+        beside `out`, fsynced, verified, then renamed (a failure leaves no `out`)."""
+        from node.archive import ArchiveError, verify_archive
+        from replication.durable import replace_durably
 
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise ValueError(f"{out_dir} is not empty")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        root = out_dir.resolve()
-        handle = None
+        if out.exists():
+            raise ValueError(f"{out} already exists: give a new file name")
+        if not out.parent.is_dir():
+            raise ValueError(f"{out.parent} is not a directory")
+        partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
         try:
-            maintenance = self._nodes[self._endpoints.current].maintenance
-            for chunk in maintenance.Backup(kv_pb2.BackupRequest(), timeout=timeout):
-                if chunk.manifest:
-                    read_manifest(chunk.manifest)  # fails early on garbage
-                    (out_dir / MANIFEST).write_bytes(chunk.manifest)
-                    continue
-                target = (out_dir / chunk.path).resolve()
-                if root not in target.parents:
-                    raise ValueError(f"backup file {chunk.path!r} escapes {out_dir}")
-                if handle is None:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    handle = open(target, "wb")  # noqa: SIM115 - closed below
-                handle.write(chunk.data)
-                if chunk.last_of_file:
-                    handle.close()
-                    handle = None
+            size = -1
+            written = 0
+            with open(partial, "xb") as f:
+                maintenance = self._nodes[self._endpoints.current].maintenance
+                for chunk in maintenance.Backup(kv_pb2.BackupRequest(), timeout=timeout):
+                    if chunk.manifest:
+                        size = chunk.file_size
+                        continue
+                    if size < 0 or chunk.offset != written:
+                        raise ValueError(
+                            f"the backup stream is out of order at byte {written} "
+                            f"(chunk at {chunk.offset})"
+                        )
+                    f.write(chunk.data)
+                    written += len(chunk.data)
+                    if progress is not None:
+                        progress(written, size)
+                if written != size:
+                    raise ValueError(f"the backup stream ended at byte {written} of {size}")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                index = verify_archive(partial).index
+            except ArchiveError as exc:
+                raise ValueError(f"the downloaded backup is not usable: {exc}") from None
+            replace_durably(partial, out)
+            return index
         except grpc.RpcError as exc:
             raise _error(exc) from None
         finally:
-            if handle is not None:
-                handle.close()
-        return verify(out_dir)
+            partial.unlink(missing_ok=True)

@@ -1,9 +1,11 @@
 """The Maintenance service: backups, streamed to the caller.
 
 Each backup is a full copy of every shard in a temporary directory under
-<data>/backups, removed when the stream ends; at most `max_backups` run at
-once (RESOURCE_EXHAUSTED beyond), and copies a crash left behind are removed
-when the node starts (`remove_leftovers`).
+<data>/backups, packed there into one backup file (each shard's copy is
+removed once packed, so a backup takes about one copy of space), streamed in
+CHUNK-sized blocks read on a worker thread, and removed when the stream ends;
+at most `max_backups` run at once (RESOURCE_EXHAUSTED beyond), and copies a
+crash left behind are removed when the node starts (`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from node.applier import Applier
-from node.backup import make_backup
+from node.backup import make_backup_file
 from node.errors import ResourceExhausted
 from node.shards import ShardStore
 from proto import kv_pb2
-from replication.raft.snapshots import file_blocks
+from replication.raft.snapshots import CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,15 @@ def remove_leftovers(data_dir: Path) -> int:
 
 class MaintenanceService:
     def __init__(
-        self, data_dir: Path, applier: Applier, store: ShardStore, max_backups: int
+        self,
+        data_dir: Path,
+        applier: Applier,
+        store: ShardStore,
+        max_backups: int,
+        node: str = "",
     ) -> None:
         self.data_dir = data_dir
+        self.node = node
         self.applier = applier
         self.store = store
         self.max_backups = max_backups
@@ -65,12 +73,20 @@ class MaintenanceService:
         self._running += 1
         workdir = self.data_dir / BACKUPS_DIR / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            manifest = await make_backup(self.applier, self.store, workdir)
-            yield kv_pb2.BackupChunk(manifest=manifest)
-            async for entry, offset, block, last in file_blocks(workdir, manifest):
-                yield kv_pb2.BackupChunk(
-                    path=entry.path, offset=offset, data=block, last_of_file=last
-                )
+            manifest, archive, size = await make_backup_file(
+                self.applier, self.store, workdir, self.node
+            )
+            yield kv_pb2.BackupChunk(manifest=manifest, file_size=size)
+            offset = 0
+            with open(archive, "rb") as f:  # noqa: ASYNC230 - open is cheap; reads go to a thread
+                while offset < size:
+                    block = await asyncio.to_thread(f.read, CHUNK)
+                    if not block:
+                        raise RuntimeError(f"{archive} ended at {offset} of {size} bytes")
+                    yield kv_pb2.BackupChunk(
+                        offset=offset, data=block, last_of_file=offset + len(block) >= size
+                    )
+                    offset += len(block)
         finally:
             self._running -= 1
             # Shielded: a stream cancelled (again) while this waits for a

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
-import json
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from node import reflection, rpc
 from node.admission import Admission
 from node.applier import Applier, read_applied_marker
-from node.backup import restore
+from node.backup import Restored, discard_restore_copy, restore, restored
 from node.cluster_service import ClusterService
 from node.config import NodeConfig
 from node.faults import FaultService
@@ -64,6 +64,7 @@ def build_replicator(
     restored_index: int,
     on_fatal: Callable[[BaseException], None] | None = None,
     peer_tls: TlsFiles | None = None,
+    restore_dir: Path | None = None,
 ) -> Replicator:
     """Raft when the node has peers; the no-op replicator when it is alone."""
     if config.clustered:
@@ -88,7 +89,7 @@ def build_replicator(
                 snapshot_entries=config.snapshot_entries,
                 catchup_entries=config.snapshot_catchup_entries,
                 restore_index=restored_index,
-                restore_dir=config.restore,
+                restore_dir=restore_dir,
             ),
             state_machine,
             on_fatal=on_fatal,
@@ -174,10 +175,18 @@ class Node:
         if self._replicator_factory is None:
             check_data_dir_kind(config)
             replicator = build_replicator(
-                config, snapshots, restored, self.fail_stop, self.peer_tls
+                config,
+                snapshots,
+                restored.index,
+                self.fail_stop,
+                self.peer_tls,
+                restored.directory,
             )
         else:
             replicator = self._replicator_factory(config)
+        if restored.directory is not None:
+            # The replicator has its own copy now (a cluster's founding snapshot).
+            discard_restore_copy(config.data_dir)
         self.replicator = replicator
         self._warn_test_only_modes()
         marker = read_applied_marker(config.data_dir)
@@ -266,7 +275,7 @@ class Node:
         config = self.config
         kv = KVService(config, paths, self.store, replicator, applier, self.version)
         maintenance = MaintenanceService(
-            config.data_dir, applier, self.store, config.max_concurrent_backups
+            config.data_dir, applier, self.store, config.max_concurrent_backups, config.node_id
         )
         cluster = ClusterService(replicator, self.channels)
         client: list[Service] = [
@@ -331,18 +340,16 @@ class Node:
         await server.start()
         return server, port
 
-    def _restore_once(self) -> int:
+    def _restore_once(self) -> Restored:
         """--restore: fill the empty data directory from the backup, the first
-        time only (a restart finds it restored and goes on normally)."""
+        time only (a restart, or a directory `shardlite restore` prepared,
+        finds it restored and goes on normally)."""
         config = self.config
-        marker = config.data_dir / "restored_from.json"
         if config.restore is None:
-            return 0
-        if marker.exists():
-            return int(json.loads(marker.read_text())["index"])
-        index = restore(config.restore, config.data_dir)
-        log.info("restored %s at index %d into %s", config.restore, index, config.data_dir)
-        return index
+            return restored(config.data_dir) or Restored(0, None)
+        result = restore(config.restore, config.data_dir)
+        log.info("restored %s at index %d into %s", config.restore, result.index, config.data_dir)
+        return result
 
     async def _join(self, membership: Membership, address: str, within: float = 60.0) -> None:
         """Ask the cluster at `address` to add this node (as a learner, promoted

@@ -785,34 +785,36 @@ Global___BackupRequest: _TypeAlias = BackupRequest  # noqa: Y015
 
 @_typing.final
 class BackupChunk(_message.Message):
-    """A backup stream: the first chunk carries the manifest (JSON: index, and each
-    file's path, size and sha256); then every file in chunks.
+    """A backup stream: one backup file (a tar archive, docs/backup.md). The first
+    chunk carries the file's manifest (JSON: format, format_version, index, each
+    data file's path, size and sha256) and its size; then the file's bytes in
+    order, each chunk at its offset, the last with last_of_file.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MANIFEST_FIELD_NUMBER: _builtins.int
-    PATH_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     LAST_OF_FILE_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_FIELD_NUMBER: _builtins.int
     manifest: _builtins.bytes
-    path: _builtins.str
     offset: _builtins.int
     data: _builtins.bytes
     last_of_file: _builtins.bool
+    file_size: _builtins.int
     def __init__(
         self,
         *,
         manifest: _builtins.bytes = ...,
-        path: _builtins.str = ...,
         offset: _builtins.int = ...,
         data: _builtins.bytes = ...,
         last_of_file: _builtins.bool = ...,
+        file_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "last_of_file", b"last_of_file", "manifest", b"manifest", "offset", b"offset", "path", b"path"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "file_size", b"file_size", "last_of_file", b"last_of_file", "manifest", b"manifest", "offset", b"offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -508,7 +508,8 @@ class MaintenanceServicer:
     """
 
     def Backup(self, request, context):
-        """A consistent copy of every shard at one applied index, streamed.
+        """A consistent copy of every shard at one applied index, streamed as one
+        checksummed backup file.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

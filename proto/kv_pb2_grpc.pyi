@@ -143,7 +143,9 @@ class MaintenanceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MaintenanceAsyncStub: ...
     Backup: _grpc.UnaryStreamMultiCallable[_kv_pb2.BackupRequest, _kv_pb2.BackupChunk]
-    """A consistent copy of every shard at one applied index, streamed."""
+    """A consistent copy of every shard at one applied index, streamed as one
+    checksummed backup file.
+    """
 
 @_typing.type_check_only
 class MaintenanceAsyncStub(MaintenanceStub):
@@ -151,7 +153,9 @@ class MaintenanceAsyncStub(MaintenanceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Backup: _aio.UnaryStreamMultiCallable[_kv_pb2.BackupRequest, _kv_pb2.BackupChunk]  # type: ignore[assignment]
-    """A consistent copy of every shard at one applied index, streamed."""
+    """A consistent copy of every shard at one applied index, streamed as one
+    checksummed backup file.
+    """
 
 class MaintenanceServicer(metaclass=_abc_1.ABCMeta):
     """Operations on a node (like etcd's Maintenance service)."""
@@ -162,6 +166,8 @@ class MaintenanceServicer(metaclass=_abc_1.ABCMeta):
         request: _kv_pb2.BackupRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_kv_pb2.BackupChunk], _abc.AsyncIterator[_kv_pb2.BackupChunk]]:
-        """A consistent copy of every shard at one applied index, streamed."""
+        """A consistent copy of every shard at one applied index, streamed as one
+        checksummed backup file.
+        """
 
 def add_MaintenanceServicer_to_server(servicer: MaintenanceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,92 @@
+"""`shardlite status --cluster`: every member's own Status, side by side.
+
+The node asked names the members (Cluster.Members, with each one's client
+address); each member is then asked itself (KV.Status and grpc.health), so a
+row shows what that member says, or why it could not be reached. Lag is the
+highest commit index any member reports minus the member's applied index.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from node.client import Client, ClientError
+
+
+@dataclass
+class MemberRow:
+    id: str
+    address: str
+    role: str = ""
+    term: int = 0
+    commit_index: int = 0
+    applied_index: int = 0
+    lag: int | None = None
+    health: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _health(address: str, timeout: float) -> str:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            return exc.code().name if isinstance(exc, grpc.Call) else "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def _ask(row: MemberRow, timeout: float) -> MemberRow:
+    row.health = _health(row.address, timeout)
+    try:
+        with Client(row.address, timeout=timeout) as c:
+            s = c.status()
+    except ClientError as exc:
+        row.role = f"? ({exc.code.name})"
+        return row
+    row.id = s.node_id or row.id
+    row.role, row.term = s.role, s.term
+    row.commit_index, row.applied_index = s.commit_index, s.applied_index
+    return row
+
+
+def cluster_status(endpoint: str, timeout: float) -> list[MemberRow]:
+    """One row per member of the cluster `endpoint` belongs to (just that node
+    when it runs alone)."""
+    with Client(endpoint, timeout=timeout) as c:
+        own = c.status()
+        rows = [MemberRow(own.node_id, endpoint)]
+        if own.replicator != "noop":
+            members = c.members().members
+            rows = [MemberRow(m.name, m.client_address or m.address) for m in members]
+    with ThreadPoolExecutor(max_workers=min(8, len(rows))) as pool:
+        rows = list(pool.map(lambda r: _ask(r, timeout), rows))
+    commit = max((r.commit_index for r in rows), default=0)
+    for r in rows:
+        if r.term or r.applied_index:
+            r.lag = max(commit - r.applied_index, 0)
+    return rows
+
+
+COLUMNS = ("id", "address", "role", "term", "commit_index", "applied_index", "lag", "health")
+
+
+def render_table(rows: list[MemberRow]) -> str:
+    """The rows as a rich table, as plain text (no colour codes)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*(c.replace("_index", "") for c in COLUMNS), box=None, pad_edge=False)
+    for r in rows:
+        table.add_row(*("-" if getattr(r, c) is None else str(getattr(r, c)) for c in COLUMNS))
+    console = Console(width=200, no_color=True, highlight=False)
+    with console.capture() as captured:
+        console.print(table)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
