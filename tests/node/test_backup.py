@@ -1,10 +1,11 @@
-"""Backups (a consistent cut of every shard, streamed and verified) and
+"""Backups (a consistent cut of every shard, streamed as one verified file) and
 restores into a new node or a new cluster."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,14 +34,16 @@ def test_backup_and_restore_a_single_node(
 ) -> None:
     source = start_node(name="source")
     expected = _fill(source)
-    out = tmp_path / "backup"
+    out = tmp_path / "backup.tar"
     with source.client() as c:
         index = c.backup(out)
         assert index == c.status().applied_index
-    assert (out / "manifest.json").exists()
-    assert sorted(p.name for p in (out / "shards" / "_").iterdir()) == sorted(
-        f"{ns}.db" for ns in NAMESPACES
-    )
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert names[0] == "manifest.json"
+    assert names[-1] == "checksum.sha256"
+    assert sorted(names[1:-1]) == sorted(f"shards/_/{ns}.db" for ns in NAMESPACES)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
 
     restored = start_node("--restore", str(out), name="restored")
     with restored.client() as c:
@@ -62,7 +65,7 @@ def test_restore_a_backup_into_a_new_three_node_cluster(
 ) -> None:
     source = start_node(name="source")
     expected = _fill(source)
-    out = tmp_path / "backup"
+    out = tmp_path / "backup.tar"
     with source.client() as c:
         index = c.backup(out)
     cluster = LocalCluster(
@@ -85,7 +88,7 @@ def test_restore_refuses_a_used_data_dir_and_a_damaged_backup(
 ) -> None:
     source = start_node(name="source")
     _fill(source)
-    out = tmp_path / "backup"
+    out = tmp_path / "backup.tar"
     with source.client() as c:
         c.backup(out)
 
@@ -100,9 +103,32 @@ def test_restore_refuses_a_used_data_dir_and_a_damaged_backup(
     assert used.returncode == 2
     assert b"already holds data" in used.stderr
 
-    shard = next((out / "shards").rglob("*.db"))
-    shard.write_bytes(shard.read_bytes()[:-1] + b"\x00")
-    damaged = run_node(tmp_path / "fresh", out)
+    damaged_file = tmp_path / "damaged.tar"
+    data = bytearray(out.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    damaged_file.write_bytes(bytes(data))
+    damaged = run_node(tmp_path / "fresh", damaged_file)
     assert damaged.returncode == 2
-    assert b"does not match its checksum" in damaged.stderr or b"wrong size" in damaged.stderr
+    assert b"checksum over the whole file does not match" in damaged.stderr
     assert not (tmp_path / "fresh" / "shards").exists()
+    assert not (tmp_path / "fresh" / "restore").exists()
+
+
+def test_a_backup_directory_from_tar_xf_still_restores(
+    start_node: Callable[..., NodeProcess], tmp_path: Path
+) -> None:
+    """The file is a plain tar: `tar -xf` gives the directory form older
+    versions wrote, and --restore DIR still accepts it."""
+    source = start_node(name="source")
+    expected = _fill(source)
+    out = tmp_path / "backup.tar"
+    with source.client() as c:
+        index = c.backup(out)
+    directory = tmp_path / "unpacked"
+    directory.mkdir()
+    subprocess.run(["tar", "-xf", str(out), "-C", str(directory)], check=True, timeout=60)
+    (directory / "checksum.sha256").unlink()
+    restored = start_node("--restore", str(directory), name="restored")
+    with restored.client() as c:
+        assert _contents(c) == expected
+        assert c.status().applied_index == index
