@@ -424,8 +424,8 @@ def _status(args: argparse.Namespace) -> int:
     with _client(args) as c:
         s = c.status()
     if wants_json(args):
-        fields = {f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields}
-        emit(args, "", {**fields, "members": list(s.members)})
+        values = {f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields}
+        emit(args, "", {**values, "members": list(s.members)})
         return 0
     fields = (
         "node_id",

@@ -1,8 +1,10 @@
 """`shardlite status --cluster`: every member's own Status, side by side.
 
 The node asked names the members (Cluster.Members, with each one's client
-address); each member is then asked itself (KV.Status and grpc.health), so a
-row shows what that member says, or why it could not be reached. Lag is the
+address; a follower may not know every member's, the leader does, so it is
+asked too when needed); each member is then asked itself (KV.Status and
+grpc.health), so a row shows what that member says, or why it could not be
+reached. Lag is the
 highest commit index any member reports minus the member's applied index.
 """
 
@@ -44,6 +46,9 @@ def _health(address: str, timeout: float) -> str:
 
 
 def _ask(row: MemberRow, timeout: float) -> MemberRow:
+    if not row.address:
+        row.health = "UNKNOWN (client address not known)"
+        return row
     row.health = _health(row.address, timeout)
     try:
         with Client(row.address, timeout=timeout) as c:
@@ -62,10 +67,15 @@ def cluster_status(endpoint: str, timeout: float) -> list[MemberRow]:
     when it runs alone)."""
     with Client(endpoint, timeout=timeout) as c:
         own = c.status()
-        rows = [MemberRow(own.node_id, endpoint)]
-        if own.replicator != "noop":
-            members = c.members().members
-            rows = [MemberRow(m.name, m.client_address or m.address) for m in members]
+        if own.replicator == "noop":
+            return [_ask(MemberRow(own.node_id, endpoint), timeout)]
+        members = list(c.members().members)
+    addresses = {m.name: m.client_address for m in members}
+    if not all(addresses.values()) and own.leader_address not in ("", endpoint):
+        with Client(own.leader_address, timeout=timeout) as c:
+            known = {m.name: m.client_address for m in c.members().members}
+        addresses = {name: a or known.get(name, "") for name, a in addresses.items()}
+    rows = [MemberRow(m.name, addresses[m.name]) for m in members]
     with ThreadPoolExecutor(max_workers=min(8, len(rows))) as pool:
         rows = list(pool.map(lambda r: _ask(r, timeout), rows))
     commit = max((r.commit_index for r in rows), default=0)
