@@ -568,9 +568,12 @@ def _export(args: argparse.Namespace) -> int:
             count = export_namespace(c, args.org, args.namespace, sys.stdout, bar)
         else:
             partial = args.out.with_name(f".{args.out.name}.partial")
-            with open(partial, "w", encoding="utf-8") as f:
-                count = export_namespace(c, args.org, args.namespace, f, bar)
-            partial.replace(args.out)
+            try:
+                with open(partial, "w", encoding="utf-8") as f:
+                    count = export_namespace(c, args.org, args.namespace, f, bar)
+                partial.replace(args.out)
+            finally:
+                partial.unlink(missing_ok=True)
     if args.out is not None:
         emit(args, f"exported {count} keys to {args.out}", {"keys": count, "file": str(args.out)})
     return 0

@@ -53,8 +53,8 @@ def _ask(row: MemberRow, timeout: float) -> MemberRow:
     try:
         with Client(row.address, timeout=timeout) as c:
             s = c.status()
-    except ClientError as exc:
-        row.role = f"? ({exc.code.name})"
+    except ClientError:
+        row.role = "unreachable"
         return row
     row.id = s.node_id or row.id
     row.role, row.term = s.role, s.term
