@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.client import Client, ClientError
+from node.client import Client, ClientError, open_channel
 
 
 @dataclass
@@ -34,8 +34,8 @@ class MemberRow:
         return asdict(self)
 
 
-def _health(address: str, timeout: float) -> str:
-    with grpc.insecure_channel(address) as channel:
+def _health(address: str, timeout: float, credentials: grpc.ChannelCredentials | None) -> str:
+    with open_channel(address, credentials, 4 << 20) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -45,13 +45,13 @@ def _health(address: str, timeout: float) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def _ask(row: MemberRow, timeout: float) -> MemberRow:
+def _ask(row: MemberRow, timeout: float, credentials: grpc.ChannelCredentials | None) -> MemberRow:
     if not row.address:
         row.health = "UNKNOWN (client address not known)"
         return row
-    row.health = _health(row.address, timeout)
+    row.health = _health(row.address, timeout, credentials)
     try:
-        with Client(row.address, timeout=timeout) as c:
+        with Client(row.address, timeout=timeout, credentials=credentials) as c:
             s = c.status()
     except ClientError:
         row.role = "unreachable"
@@ -62,22 +62,24 @@ def _ask(row: MemberRow, timeout: float) -> MemberRow:
     return row
 
 
-def cluster_status(endpoint: str, timeout: float) -> list[MemberRow]:
+def cluster_status(
+    endpoint: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
+) -> list[MemberRow]:
     """One row per member of the cluster `endpoint` belongs to (just that node
     when it runs alone)."""
-    with Client(endpoint, timeout=timeout) as c:
+    with Client(endpoint, timeout=timeout, credentials=credentials) as c:
         own = c.status()
         if own.replicator == "noop":
-            return [_ask(MemberRow(own.node_id, endpoint), timeout)]
+            return [_ask(MemberRow(own.node_id, endpoint), timeout, credentials)]
         members = list(c.members().members)
     addresses = {m.name: m.client_address for m in members}
     if not all(addresses.values()) and own.leader_address not in ("", endpoint):
-        with Client(own.leader_address, timeout=timeout) as c:
+        with Client(own.leader_address, timeout=timeout, credentials=credentials) as c:
             known = {m.name: m.client_address for m in c.members().members}
         addresses = {name: a or known.get(name, "") for name, a in addresses.items()}
     rows = [MemberRow(m.name, addresses[m.name]) for m in members]
     with ThreadPoolExecutor(max_workers=min(8, len(rows))) as pool:
-        rows = list(pool.map(lambda r: _ask(r, timeout), rows))
+        rows = list(pool.map(lambda r: _ask(r, timeout, credentials), rows))
     commit = max((r.commit_index for r in rows), default=0)
     for r in rows:
         if r.term or r.applied_index:
