@@ -108,23 +108,26 @@ def write_archive(directory: Path, manifest: bytes, out: Path, *, consume: bool 
         return sink.count
 
 
+def _irregular(member: tarfile.TarInfo) -> str | None:
+    """What a member is when it is not a regular file (None: it is one)."""
+    if member.isreg():
+        return None
+    if member.issym():
+        return "a symbolic link"
+    if member.islnk():
+        return "a hard link"
+    if member.isdir():
+        return "a directory"
+    if member.isdev():
+        return "a device or fifo"
+    return "not a regular file"
+
+
 def _check_member(member: tarfile.TarInfo, seen: set[str]) -> None:
     """Only regular files at plain relative paths, each once: nothing in a
     backup may land outside the directory it is extracted into."""
     name = member.name
-    kind = (
-        "a symbolic link"
-        if member.issym()
-        else "a hard link"
-        if member.islnk()
-        else "a directory"
-        if member.isdir()
-        else "a device or fifo"
-        if member.isdev()
-        else None
-        if member.isreg()
-        else "not a regular file"
-    )
+    kind = _irregular(member)
     if kind is not None:
         raise ArchiveError(f"member {name!r} is {kind}: a backup holds only regular files")
     path = PurePosixPath(name)
@@ -287,18 +290,24 @@ def extract_archive(path: Path, target: Path, progress: Progress | None = None) 
                 entry = expected.get(member.name)
                 if entry is None:
                     continue  # the manifest and the checksum: not data
-                dest = target / PurePosixPath(member.name)
-                dest.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None
                 h = hashlib.sha256()
-                with open(dest, "xb") as out:
-                    while block := source.read(BLOCK):
-                        h.update(block)
-                        out.write(block)
-                        done += len(block)
-                        if progress is not None:
-                            progress(done, total)
+                try:
+                    dest = target / PurePosixPath(member.name)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    # "x": never through anything already there.
+                    with open(dest, "xb") as out:
+                        while block := source.read(BLOCK):
+                            h.update(block)
+                            out.write(block)
+                            done += len(block)
+                            if progress is not None:
+                                progress(done, total)
+                except OSError as exc:
+                    raise ArchiveError(
+                        f"cannot extract member {member.name!r} into {target}: {exc.strerror}"
+                    ) from None
                 if h.hexdigest() != entry.sha256:
                     raise ArchiveError(
                         f"damaged: member {member.name!r} does not match its sha256 in the manifest"

@@ -99,6 +99,13 @@ def restored(data_dir: Path) -> Restored | None:
     return Restored(index, kept if kept.is_dir() else None)
 
 
+def unfinished_restore(data_dir: Path) -> Path | None:
+    """The kept backup of a restore a crash interrupted after its commit point
+    (step 3), which any start must finish, with or without --restore."""
+    kept = data_dir / RESTORE_DIR
+    return kept if kept.is_dir() and not (data_dir / MARKER).exists() else None
+
+
 def restore(source: Path, data_dir: Path, progress: Progress | None = None) -> Restored:
     """Fill the EMPTY `data_dir` from the backup file (or directory) `source`
     and record its index as applied (steps in the module docstring). Safe to

@@ -20,7 +20,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from node import reflection, rpc
 from node.admission import Admission
 from node.applier import Applier, read_applied_marker
-from node.backup import Restored, discard_restore_copy, restore, restored
+from node.backup import (
+    Restored,
+    discard_restore_copy,
+    restore,
+    restored,
+    unfinished_restore,
+)
 from node.cluster_service import ClusterService
 from node.config import NodeConfig
 from node.faults import FaultService
@@ -343,12 +349,15 @@ class Node:
     def _restore_once(self) -> Restored:
         """--restore: fill the empty data directory from the backup, the first
         time only (a restart, or a directory `shardlite restore` prepared,
-        finds it restored and goes on normally)."""
+        finds it restored and goes on normally; one a crash left half done
+        is finished first)."""
         config = self.config
-        if config.restore is None:
-            return restored(config.data_dir) or Restored(0, None)
-        result = restore(config.restore, config.data_dir)
-        log.info("restored %s at index %d into %s", config.restore, result.index, config.data_dir)
+        done = restored(config.data_dir)
+        source = config.restore or unfinished_restore(config.data_dir)
+        if done is not None or source is None:
+            return done or Restored(0, None)
+        result = restore(source, config.data_dir)
+        log.info("restored %s at index %d into %s", source, result.index, config.data_dir)
         return result
 
     async def _join(self, membership: Membership, address: str, within: float = 60.0) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -328,3 +329,38 @@ def test_shardlite_restore_then_node_starts_from_it(
     # The node keeps no second copy once it has started.
     assert not (data / RESTORE_DIR).exists()
     assert "already holds data" in _restore_cli(backup_file, tmp_path / "source").stderr.decode()
+
+
+def test_a_file_where_a_directory_must_go_is_refused_cleanly(tmp_path: Path) -> None:
+    files = {"shards/_/a.db": b"one", "shards/_/a.db/b.db": b"two"}
+    clash = _forge(
+        tmp_path / "clash.tar",
+        [_file("manifest.json", _manifest(files))] + [_file(p, c) for p, c in files.items()],
+    )
+    target = tmp_path / "data"
+    with pytest.raises(RestoreError, match=re.escape("cannot extract member 'shards/_/a.db/b.db'")):
+        restore(clash, target)
+    assert list(target.iterdir()) == []
+
+
+def test_a_cluster_starts_on_data_dirs_shardlite_restore_prepared(
+    backup_file: Path, tmp_path: Path
+) -> None:
+    cluster = LocalCluster(tmp_path / "prepared", 3, args=FAST)
+    index = verify_archive(backup_file).index
+    for node in cluster.nodes.values():
+        result = _restore_cli(backup_file, node.data_dir)
+        assert result.returncode == 0, result.stderr
+    try:
+        cluster.start()
+        leader = cluster.leader()
+        for name in cluster.nodes:
+            with cluster.client(name) as c:
+                entry = c.get("k7", namespace="orders")
+                assert entry is not None
+                assert entry.value == bytes([7]) * 3000
+            assert not (cluster.nodes[name].data_dir / RESTORE_DIR).exists()
+        with cluster.client(leader) as c:
+            assert c.put("new", b"v", namespace="orders").version > index
+    finally:
+        cluster.stop()
