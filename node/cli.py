@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from node import cli_data
 from node.cli_output import b64, emit, error, wants_json
 from node.client import (
     LINEARIZABLE,
@@ -38,8 +39,7 @@ from node.client import (
 from node.cluster_status import cluster_status, render_table
 from node.config import NodeConfig
 from node.logs import setup_logging
-from node.progress import progress_bar
-from node.transfer import TransferError, encode_line, export_namespace, import_namespace
+from node.transfer import encode_line
 from proto import kv_pb2
 from replication.raft.members import parse_peers
 
@@ -522,82 +522,6 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def _backup(args: argparse.Namespace) -> int:
-    with _client(args) as c, progress_bar("backup", "bytes", enabled=_bars(args)) as bar:
-        index = c.backup(
-            args.out, timeout=args.timeout if args.timeout > 10 else 3600, progress=bar
-        )
-    size = args.out.stat().st_size
-    emit(
-        args,
-        f"backup at index {index} written to {args.out} ({size} bytes, verified)",
-        {"index": index, "file": str(args.out), "bytes": size},
-    )
-    return 0
-
-
-def _bars(args: argparse.Namespace) -> bool | None:
-    """Progress bars on a terminal, never with --output json."""
-    return False if wants_json(args) else None
-
-
-def _restore(args: argparse.Namespace) -> int:
-    from node.backup import RestoreError, restore
-
-    try:
-        with progress_bar("restore", "bytes", enabled=_bars(args)) as bar:
-            result = restore(args.file, args.data, progress=bar)
-    except RestoreError as exc:
-        error(args, "", f"cannot restore: {exc}")
-        return 2
-    emit(
-        args,
-        f"restored the backup at index {result.index} into {args.data}; start it with "
-        f"shardlite node --data {args.data} (and --peers ... for each member of a new cluster)",
-        {"index": result.index, "data": str(args.data)},
-    )
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    with (
-        _client(args) as c,
-        progress_bar(f"export {args.namespace}", "items", enabled=_bars(args)) as bar,
-    ):
-        if args.out is None:
-            count = export_namespace(c, args.org, args.namespace, sys.stdout, bar)
-        else:
-            partial = args.out.with_name(f".{args.out.name}.partial")
-            try:
-                with open(partial, "w", encoding="utf-8") as f:
-                    count = export_namespace(c, args.org, args.namespace, f, bar)
-                partial.replace(args.out)
-            finally:
-                partial.unlink(missing_ok=True)
-    if args.out is not None:
-        emit(args, f"exported {count} keys to {args.out}", {"keys": count, "file": str(args.out)})
-    return 0
-
-
-def _import(args: argparse.Namespace) -> int:
-    with (
-        _client(args) as c,
-        progress_bar(f"import {args.namespace}", "items", enabled=_bars(args)) as bar,
-    ):
-        try:
-            done = import_namespace(c, args.org, args.namespace, args.file, bar)
-        except TransferError as exc:
-            error(args, "", f"cannot import {args.file}: {exc}")
-            return 2
-    emit(
-        args,
-        f"imported {done.keys} keys into {args.org or '(default org)'}/{args.namespace} "
-        f"in {done.batches} batches",
-        {"keys": done.keys, "batches": done.batches, "last_index": done.last_index},
-    )
-    return 0
-
-
 def _faults(args: argparse.Namespace) -> int:
     import grpc
 
@@ -676,22 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", nargs="?", default="", help="host:port (add)")
     p.add_argument("--learner", action="store_true", help="add as a non-voting learner only")
     _client_parser(sub, "health", "exit 0 if the node serves (grpc.health.v1)", _health)
-    p = _client_parser(sub, "backup", "download a consistent backup as one file", _backup)
-    p.add_argument("--out", type=Path, required=True, help="the backup file to write (new)")
-    p = sub.add_parser(
-        "restore",
-        help="prepare a data directory from a backup file",
-        description="Verify a backup file and restore it into an empty data directory; then "
-        "start a node on it (shardlite node --data DIR, with --peers for a new cluster).",
-    )
-    p.add_argument("file", type=Path, help="a backup file (or an older backup directory)")
-    p.add_argument("--data", type=Path, required=True, help="the data directory (empty or new)")
-    p.add_argument("--output", choices=("text", "json"), default="text")
-    p.set_defaults(run=_restore)
-    p = _client_parser(sub, "export", "write a namespace's keys as JSON lines", _export)
-    p.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
-    p = _client_parser(sub, "import", "put the keys of a JSON-lines file into a namespace", _import)
-    p.add_argument("file", type=Path, help="JSON lines as written by shardlite export")
+    cli_data.add_parsers(sub, _client_parser, _client)
     p = _client_parser(
         sub, "faults", "partition a node (needs --fault-injection on the node)", _faults
     )
