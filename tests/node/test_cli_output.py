@@ -100,6 +100,11 @@ def test_status_cluster_shows_every_member(tmp_path: Path) -> None:
         assert {r["id"] for r in rows_json} == {"n1", "n2", "n3"}
         assert all(isinstance(r["applied_index"], int) and r["lag"] >= 0 for r in rows_json)
 
+        members = as_json(shardlite(cluster.addresses["n3"], "members", "list", "--output", "json"))
+        assert sorted((m["name"], m["role"]) for m in members) == sorted(
+            (n, "leader" if n == leader else "voter") for n in cluster.nodes
+        )
+
         down = next(n for n in cluster.nodes if n != leader)
         cluster.nodes[down].kill()
         degraded = shardlite(cluster.addresses[leader], "status", "--cluster", "--output", "json",
