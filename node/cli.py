@@ -47,6 +47,18 @@ DEFAULT_ENDPOINT = "127.0.0.1:7001"
 # Modes that break the node's guarantees on purpose, for tests: a variable left
 # in an environment (a container, a shell profile) must never turn them on.
 TEST_ONLY_FLAGS = frozenset({"--unsafe-stale-reads", "--fault-injection"})
+# What one request does is said on its command line only: a variable left in a
+# shell would silently turn every put into a compare-and-set.
+PER_REQUEST_FLAGS = frozenset(
+    {
+        "--expected-version", "--start-after", "--limit", "--keys-only", "--serializable",
+        "--show-version", "--from", "--count", "--cluster",
+    }
+)  # fmt: skip
+
+
+class EnvError(Exception):
+    """A SHARDLITE_* variable holds a value its option cannot take."""
 
 
 def env_var(flag: str) -> str:
@@ -60,19 +72,32 @@ class _EnvDefaults(argparse.ArgumentParser):
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
         if action.option_strings and action.dest != "help":
-            var = env_var(action.option_strings[-1])
-            if action.option_strings[-1] in TEST_ONLY_FLAGS:
+            flag = action.option_strings[-1]
+            var = env_var(flag)
+            if flag in TEST_ONLY_FLAGS:
                 action.help = (action.help or "") + " [flag only: never from the environment]"
+                return action
+            if flag in PER_REQUEST_FLAGS:
                 return action
             if var in os.environ:
                 raw = os.environ[var]
                 if isinstance(action, argparse._StoreTrueAction):
                     action.default = raw.lower() in ("1", "true", "yes", "on")
                 else:
-                    action.default = action.type(raw) if callable(action.type) else raw
+                    try:
+                        action.default = action.type(raw) if callable(action.type) else raw
+                    except (ValueError, argparse.ArgumentTypeError) as exc:
+                        raise EnvError(f"{var}={raw!r}: not a value for {flag} ({exc})") from None
                 action.required = False
             action.help = (action.help or "") + f" [env {var}]"
         return action
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def _at_least_one(text: str) -> int:
@@ -305,9 +330,23 @@ def _run_node(args: argparse.Namespace) -> int:
 
 
 def _client_parser(sub: Any, name: str, help_text: str, run: Callable[..., int]) -> Any:
-    p = sub.add_parser(name, help=help_text, description=help_text)
-    p.add_argument("--endpoint", default=DEFAULT_ENDPOINT, help="node address host:port")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--endpoint",
+        default=DEFAULT_ENDPOINT,
+        help="node address host:port; several, comma separated, to fail over",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds per call; for ls, per message (a slow reader does not count)",
+    )
     p.add_argument("--org", default="", help="organisation (empty = default)")
     p.add_argument("-n", "--namespace", default="default", help="namespace")
     p.add_argument(
@@ -340,12 +379,20 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
 
 
 def _client(args: argparse.Namespace) -> Client:
+    told: list[str] = []
+
+    def retrying(why: str) -> None:
+        if not told:  # once: then the client keeps trying quietly until its deadline
+            told.append(why)
+            print(f"retrying for up to {args.timeout:g}s: {why}", file=sys.stderr)
+
     return Client(
         args.endpoint,
         org=args.org,
         namespace=args.namespace,
         timeout=args.timeout,
         credentials=_credentials(args),
+        on_retry=retrying,
     )
 
 
@@ -374,8 +421,12 @@ def _get(args: argparse.Namespace) -> int:
         emit(args, "", {**data, "version": entry.version})
         return 0
     if args.show_version:
-        print(f"version={entry.version}")
-    sys.stdout.buffer.write(entry.value + b"\n")
+        print(f"version={entry.version}", flush=True)
+    # The value exactly as stored (`get k > file` round-trips binary values);
+    # a newline only for a terminal, so the prompt does not run on.
+    end = b"\n" if sys.stdout.isatty() and not entry.value.endswith(b"\n") else b""
+    sys.stdout.buffer.write(entry.value + end)
+    sys.stdout.buffer.flush()
     return 0
 
 
@@ -401,8 +452,19 @@ def _ls(args: argparse.Namespace) -> int:
             elif args.keys_only:
                 print(e.key)
             else:
-                print(f"{e.key}\t{e.version}\t{e.value.decode(errors='backslashreplace')}")
+                print(f"{_escaped(e.key)}\t{e.version}\t{_escaped(e.value)}")
     return 0
+
+
+def _escaped(text: str | bytes) -> str:
+    """One field of one line: tabs, newlines, NULs, backslashes and bytes that
+    are not UTF-8 escaped as Python would (`--output json` for exact values)."""
+    raw = text.encode() if isinstance(text, str) else text
+    out = raw.replace(b"\\", b"\\\\").decode("utf-8", errors="backslashreplace")
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in out
+    )
 
 
 def _namespaces(args: argparse.Namespace) -> int:
@@ -450,6 +512,14 @@ def _status(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     seen = 0
     with _client(args) as c:
+        if args.from_index:
+            commit = c.status().commit_index
+            if args.from_index > commit + 1:
+                print(
+                    f"waiting for index {args.from_index}: the log is at {commit}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for event in c.events(args.from_index):
             index, frame = event.index, event.frame
             ops = []
@@ -586,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _client_parser(sub, "ls", "list keys by prefix", _ls)
     p.add_argument("prefix", nargs="?", default="")
     p.add_argument("--start-after", default="")
-    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--limit", type=_not_negative, default=0, help="at most this many (0: all)")
     p.add_argument("--keys-only", action="store_true")
     p.add_argument("--serializable", action="store_true")
     _client_parser(sub, "namespaces", "list an org's namespaces", _namespaces)
@@ -612,9 +682,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default="", help="target (default: most up to date)")
     p = _client_parser(sub, "watch", "stream committed frames as JSON lines", _watch)
     p.add_argument(
-        "--from", dest="from_index", type=int, default=0, help="first index (0 = only new frames)"
+        "--from",
+        dest="from_index",
+        type=_not_negative,
+        default=0,
+        help="first index (0 = only new frames)",
     )
-    p.add_argument("--count", type=int, default=0, help="stop after this many (0 = never)")
+    p.add_argument(
+        "--count", type=_not_negative, default=0, help="stop after this many (0 = never)"
+    )
     _certs_parser(sub)
     return parser
 
@@ -667,7 +743,12 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except EnvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
         return code

@@ -330,8 +330,11 @@ class Client:
         client_id: str | None = None,
         max_message_bytes: int = 64 << 20,
         credentials: grpc.ChannelCredentials | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self._endpoints = Endpoints(endpoint)
+        # Told why, each time a call is retried (the CLI says so once).
+        self.on_retry = on_retry
         self.org = org
         self.namespace = namespace
         self.timeout = timeout
@@ -423,6 +426,8 @@ class Client:
                         delay = endpoints.failed(index, _leader_hint(exc))
                 if time.monotonic() + delay >= deadline:
                     raise unavailable from None
+                if self.on_retry is not None:
+                    self.on_retry(f"{endpoints.addresses[index]}: {error}")
                 time.sleep(delay)
                 continue
             with self._lock:
