@@ -21,6 +21,7 @@ import contextlib
 import heapq
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,8 @@ class Applier:
         self._dirty: set[Path] = set()
         # Held while a batch is applied, so a snapshot install never overlaps one.
         self._applying = asyncio.Lock()
+        # Hears how long each sync of the shards took (node/metrics.py).
+        self.on_sync: Callable[[float], None] | None = None
 
     def _read_marker(self) -> int:
         return read_applied_marker(self._marker.parent)
@@ -103,7 +106,10 @@ class Applier:
         with self._marker_lock:
             dirty, self._dirty = self._dirty, set()
             try:
+                started = time.perf_counter()
                 sync_shards(sorted(dirty))
+                if self.on_sync is not None and dirty:
+                    self.on_sync(time.perf_counter() - started)
                 write_file_durably(self._marker, f"{index}\n".encode())
             except BaseException:
                 self._dirty |= dirty  # not durable yet: the next marker syncs them

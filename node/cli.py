@@ -145,6 +145,11 @@ def _node_parser(sub: Any) -> None:
         "--ready-file", type=Path, default=None, help="write the bound address here once serving"
     )
     p.add_argument("--log-format", choices=("text", "json"), default=defaults.log_format)
+    p.add_argument(
+        "--metrics-listen",
+        default=defaults.metrics_listen,
+        help="host:port for Prometheus metrics at /metrics (default: none)",
+    )
     p.add_argument("--log-level", default=defaults.log_level)
     p.add_argument(
         "--peers",
@@ -274,6 +279,7 @@ def _run_node(args: argparse.Namespace) -> int:
         max_concurrent_backups=args.max_concurrent_backups,
         ready_file=args.ready_file,
         log_format=args.log_format,
+        metrics_listen=args.metrics_listen,
         log_level=args.log_level,
         peers=parse_peers(args.peers),
         join=args.join,

@@ -34,6 +34,8 @@ class NodeConfig:
     shutdown_grace: float = 10.0
     # Written with the bound address once the node serves (for scripts, tests).
     ready_file: Path | None = None
+    # host:port of the Prometheus /metrics endpoint ("" = none).
+    metrics_listen: str = ""
     log_format: str = "text"
     log_level: str = "INFO"
     # Raft. With no peers the node runs alone on the no-op replicator.

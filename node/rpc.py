@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from node import errors
+from node import errors, logs
 from proto import kv_pb2
 from replication.replicator import MalformedPeerMessage, Rejected, RejectReason
 
@@ -99,13 +100,17 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) ->
 
 def _parse(message_type: type[Message], raw: bytes) -> Message | None:
     try:
-        return message_type.FromString(raw)
+        message = message_type.FromString(raw)
     except DecodeError:
         return None
+    logs.note_request(message)  # its org, namespace, request id on the call's log lines
+    return message
 
 
 # Runs around each request (a stream: until it ends); may refuse it by raising.
 Admit = Callable[[], contextlib.AbstractContextManager[None]]
+# (service, method, status code name, seconds) of every call served: node/metrics.py.
+Observe = Callable[[str, str, str, float], None]
 
 
 def _admit_all() -> contextlib.AbstractContextManager[None]:
@@ -113,12 +118,16 @@ def _admit_all() -> contextlib.AbstractContextManager[None]:
 
 
 def generic_handler(
-    service: ServiceDescriptor, servicer: object, admit: Admit = _admit_all
+    service: ServiceDescriptor,
+    servicer: object,
+    admit: Admit = _admit_all,
+    observe: Observe | None = None,
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every method of `service`, implemented by the
     servicer's method of the same name. `admit` holds each request's place and
     may refuse it (a node that fail-stopped refuses everything at once, an
-    overloaded one what is beyond its limit)."""
+    overloaded one what is beyond its limit); `observe` hears every call's
+    status and duration."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_type = _message_class(method.input_type)
@@ -126,19 +135,70 @@ def generic_handler(
         impl = getattr(servicer, method.name)
         if method.client_streaming and not method.server_streaming:
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(
-                _client_streaming(impl, request_type, admit), response_serializer=serialize
+                _observed(
+                    service.name, method.name, observe, _client_streaming(impl, request_type, admit)
+                ),
+                response_serializer=serialize,
             )
         elif method.client_streaming:
             raise NotImplementedError(f"{method.full_name}: bidirectional streams")
         elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _streaming(impl, request_type, admit), response_serializer=serialize
+                _observed(
+                    service.name, method.name, observe, _streaming(impl, request_type, admit)
+                ),
+                response_serializer=serialize,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _unary(impl, request_type, admit), response_serializer=serialize
+                _observed(service.name, method.name, observe, _unary(impl, request_type, admit)),
+                response_serializer=serialize,
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def _observed(service: str, method: str, observe: Observe | None, handle: Handler) -> Handler:
+    """`handle` with the call's log context bound (node/logs.py) while it runs,
+    and its status and duration told to `observe`."""
+    name = f"{service}/{method}"
+
+    async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            with logs.request_context(name):
+                result = await handle(request, context)
+            code = _code_name(context)
+            return result
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except BaseException:
+            code = _code_name(context, "UNKNOWN")  # an abort carries its status
+            raise
+        finally:
+            if observe is not None:
+                observe(service, method, code, time.perf_counter() - started)
+
+    return observed
+
+
+def _code_name(context: grpc.aio.ServicerContext[Any, Any], default: str = "OK") -> str:
+    code: Any = context.code()
+    if code is None:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    return _CODE_NAMES.get(code, str(code))  # grpc versions differ: an int or a tuple
+
+
+_CODE_NAMES: dict[Any, str] = {
+    **{c.value[0]: c.name for c in grpc.StatusCode},
+    **{c.value: c.name for c in grpc.StatusCode},
+}
 
 
 def _message_class(descriptor: Descriptor) -> type[Message]:

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from node import reflection, rpc
+from node import logs, reflection, rpc
 from node.admission import Admission
 from node.applier import Applier, read_applied_marker
 from node.backup import (
@@ -32,6 +32,7 @@ from node.config import NodeConfig
 from node.faults import FaultService
 from node.lifecycle import Lifecycle
 from node.maintenance import MaintenanceService, remove_leftovers
+from node.metrics import MetricsServer, NodeMetrics, Sample
 from node.paths import Paths
 from node.peer_service import PeerService
 from node.peers import PeerChannels
@@ -45,7 +46,13 @@ from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.raft.snapshots import StateMachine
 from replication.raft.transport import SERVER_GRPC_OPTIONS as PEER_SERVER_GRPC_OPTIONS
 from replication.raft.transport import host_of
-from replication.replicator import Membership, Partitioning, PeerEndpoint, Replicator
+from replication.replicator import (
+    Membership,
+    Observable,
+    Partitioning,
+    PeerEndpoint,
+    Replicator,
+)
 from replication.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -166,6 +173,9 @@ class Node:
         self._housekeeping: asyncio.Task[None] | None = None
         self._health_down: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self.metrics = NodeMetrics()
+        self.metrics_server: MetricsServer | None = None
+        self.kv: KVService | None = None
 
     @property
     def closing(self) -> bool:
@@ -194,6 +204,8 @@ class Node:
             # The replicator has its own copy now (a cluster's founding snapshot).
             discard_restore_copy(config.data_dir)
         self.replicator = replicator
+        if isinstance(replicator, Observable):
+            replicator.observe(self.metrics)
         self._warn_test_only_modes()
         marker = read_applied_marker(config.data_dir)
         if marker > replicator.status().last_index:
@@ -213,6 +225,7 @@ class Node:
             on_fatal=self.fail_stop,
         )
         self.applier = snapshots.applier = applier
+        applier.on_sync = lambda seconds: self.metrics.fsync("shards", seconds)
         applier.start()
         # Replay what the log has beyond the shards before serving anything.
         await applier.wait_applied(replicator.status().commit_index)
@@ -239,6 +252,7 @@ class Node:
             tls=self.client_tls,
             mutual=config.client_cert_auth,
         )
+        self._serve_metrics()
         for service in ("", KV_SERVICE.full_name):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
@@ -279,7 +293,7 @@ class Node:
         the Raft service, and the Cluster service for admin calls that members
         relay to the leader (and for nodes joining)."""
         config = self.config
-        kv = KVService(config, paths, self.store, replicator, applier, self.version)
+        kv = self.kv = KVService(config, paths, self.store, replicator, applier, self.version)
         maintenance = MaintenanceService(
             config.data_dir, applier, self.store, config.max_concurrent_backups, config.node_id
         )
@@ -323,11 +337,12 @@ class Node:
         # open: its Forward answers a structured rejection, and the replicator
         # drops peer messages itself.
         admit = self.admission
+        observe = self.metrics.rpc
         server.add_generic_rpc_handlers(
             tuple(
-                rpc.generic_handler(service, servicer)
+                rpc.generic_handler(service, servicer, observe=observe)
                 if service is RAFT_SERVICE
-                else rpc.generic_handler(service, servicer, admit)
+                else rpc.generic_handler(service, servicer, admit, observe)
                 for service, servicer in services
             )
         )
@@ -345,6 +360,47 @@ class Node:
             raise OSError(f"cannot listen on {address}")
         await server.start()
         return server, port
+
+    # -- metrics ----------------------------------------------------------------
+
+    def _serve_metrics(self) -> None:
+        """Gauges read at each scrape; the HTTP endpoint if --metrics-listen."""
+        self.metrics.watch(asyncio.get_running_loop(), self._sample)
+        if self.config.metrics_listen:
+            self.metrics_server = MetricsServer(self.metrics.registry, self.config.metrics_listen)
+            log.info(
+                "metrics on http://%s:%d/metrics",
+                self.metrics_server.host,
+                self.metrics_server.port,
+            )
+
+    def _sample(self) -> Sample:
+        """The node's state for a scrape (on the event loop)."""
+        assert self.replicator is not None
+        assert self.applier is not None
+        status = self.replicator.status()
+        observable = self.replicator if isinstance(self.replicator, Observable) else None
+        return Sample(
+            node=self.config.node_id,
+            version=self.version,
+            replicator=status.kind,
+            role=status.role,
+            term=status.term,
+            leader=status.leader,
+            commit_index=status.commit_index,
+            applied_index=self.applier.applied_index,
+            log_first_index=status.first_index,
+            log_last_index=status.last_index,
+            log_bytes=observable.log_bytes() if observable else 0,
+            open_shards=self.store.open_count,
+            subscribers=self.kv.subscribers if self.kv is not None else 0,
+            peers=observable.peer_connections() if observable else {},
+        )
+
+    @property
+    def term(self) -> int:
+        """The current Raft term (0 before the replicator exists, and alone)."""
+        return self.replicator.status().term if self.replicator is not None else 0
 
     def _restore_once(self) -> Restored:
         """--restore: fill the empty data directory from the backup, the first
@@ -457,6 +513,8 @@ class Node:
             await self.applier.close()
         await asyncio.to_thread(self.store.close_all)
         await self.channels.close()
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.stop)
         applied = self.applier.applied_index if self.applier is not None else 0
         log.info("node %s stopped at applied index %d", self.config.node_id, applied)
         self._stopped.set()
@@ -475,6 +533,7 @@ async def serve(config: NodeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     fatal: str | None = None
+    logs.set_term_source(lambda: node.term)  # every line this process writes
     try:
         await node.start()
         stopping = asyncio.ensure_future(stop.wait())

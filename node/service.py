@@ -60,6 +60,11 @@ class KVService:
         self.max_subscribe_streams = MAX_SUBSCRIBE_STREAMS
         self._subscribers = 0
 
+    @property
+    def subscribers(self) -> int:
+        """Subscribe streams open now."""
+        return self._subscribers
+
     # -- writes -------------------------------------------------------------
 
     async def Put(self, request: kv_pb2.PutRequest, context: Any) -> kv_pb2.PutResponse:

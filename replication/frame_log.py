@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replication.durable import fsync_path, write_all
+from replication.observer import NULL_OBSERVER, Observer, timed_fsync
 
 HEADER = struct.Struct("<IIQ")
 SEGMENT_SUFFIX = ".seg"
@@ -66,6 +67,7 @@ class FrameLog:
         self._lock = threading.Lock()
         self._segments: list[_Segment] = []
         self._writer: int | None = None  # fd of the last segment, opened for append
+        self.observer: Observer = NULL_OBSERVER
         directory.mkdir(parents=True, exist_ok=True)
         self._recover(first_index)
 
@@ -139,6 +141,11 @@ class FrameLog:
         with self._lock:
             return self._segments[-1].last_index
 
+    def size_bytes(self) -> int:
+        """Bytes of every retained segment."""
+        with self._lock:
+            return sum(segment.size for segment in self._segments)
+
     # -- writing ----------------------------------------------------------
 
     def append(self, payloads: list[bytes]) -> int:
@@ -169,7 +176,7 @@ class FrameLog:
             offsets.append(pos)
             pos += HEADER.size + len(payload)
         write_all(self._writer, b"".join(chunks))
-        os.fsync(self._writer)
+        timed_fsync(self._writer, self.observer, "frame_log")
         with self._lock:
             segment.offsets.extend(offsets)
             segment.size = pos

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from proto import frame_pb2
 from replication.frame_log import FrameLog, IndexOutOfRange
+from replication.observer import NULL_OBSERVER, Observer, report_outcomes
 from replication.replicator import (
     Accepted,
     Compacted,
@@ -62,6 +63,7 @@ class NoopReplicator:
         # new request fails at once, and on_fatal hears of it once.
         self._failed: BaseException | None = None
         self.on_fatal = on_fatal
+        self.observer: Observer = NULL_OBSERVER
         self._writer_task = asyncio.get_running_loop().create_task(
             self._write_loop(), name="noop-log-writer"
         )
@@ -103,14 +105,26 @@ class NoopReplicator:
         return future
 
     async def propose(self, frame: frame_pb2.Frame) -> Accepted:
-        data = frame.SerializeToString()
-        refusal = self._refusal() or self._frame_refusal(data)
-        if refusal is not None:
-            raise refusal
-        return Accepted(await self._enqueue([data]))
+        self.observer.proposed(1)
+        try:
+            data = frame.SerializeToString()
+            refusal = self._refusal() or self._frame_refusal(data)
+            if refusal is not None:
+                raise refusal
+            accepted = Accepted(await self._enqueue([data]))
+        except Rejected as exc:
+            self.observer.rejected(exc.reason)
+            raise
+        self.observer.committed(1)
+        return accepted
 
     async def propose_many(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
         """Every frame its own index, in order, written with one append."""
+        outcomes = await self._propose_many(frames)
+        report_outcomes(self.observer, outcomes)
+        return outcomes
+
+    async def _propose_many(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
         refusal = self._refusal()
         if refusal is not None:
             return [refusal] * len(frames)
@@ -245,6 +259,15 @@ class NoopReplicator:
             last_index=self._durable_index,
             members=(self.node_id,),
         )
+
+    def observe(self, observer: Observer) -> None:
+        self.observer = self._log.observer = observer
+
+    def log_bytes(self) -> int:
+        return self._log.size_bytes()
+
+    def peer_connections(self) -> dict[str, bool]:
+        return {}  # alone
 
     def compact(self, applied_index: int) -> None:
         keep_from = min(applied_index, self._durable_index) - self.retain + 1

@@ -9,9 +9,12 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from proto import frame_pb2
+
+if TYPE_CHECKING:
+    from replication.observer import Observer
 
 
 class RejectReason(enum.Enum):
@@ -243,4 +246,22 @@ class Partitioning(Protocol):
 
     def drops_from(self, name: str) -> bool:
         """True when what `name` sends is dropped."""
+        ...
+
+
+@runtime_checkable
+class Observable(Protocol):
+    """The replicator reports its events (replication/observer.py) and tells
+    what a scrape asks beyond status(): its log's size, its peer links."""
+
+    def observe(self, observer: Observer) -> None:
+        """Report every event from now on to `observer`."""
+        ...
+
+    def log_bytes(self) -> int:
+        """Bytes of the log on disk."""
+        ...
+
+    def peer_connections(self) -> dict[str, bool]:
+        """Each peer by name: True while a message stream to it is open."""
         ...

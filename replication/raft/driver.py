@@ -38,11 +38,22 @@ from pathlib import Path
 from typing import Any
 
 from replication.durable import crash_point
+from replication.observer import NULL_OBSERVER, Observer
 
 from .core import Config, RaftCore
 from .errors import DropReason, ProposalDroppedError
 from .members import MemberBook
-from .messages import NONE, Entry, Message, Ready, Role, Snapshot
+from .messages import (
+    NONE,
+    ConfChange,
+    ConfChangeType,
+    Entry,
+    EntryType,
+    Message,
+    Ready,
+    Role,
+    Snapshot,
+)
 from .read_context import ReadContexts
 from .transport import PeerTransport
 from .wal import DiskStorage
@@ -176,6 +187,10 @@ class RaftDriver:
         # new request fails at once with it, and on_fatal hears of it once.
         self.failed: DriverFailed | None = None
         self.on_fatal = on_fatal
+        self.observer: Observer = NULL_OBSERVER
+        # (role, term, leader) as last reported: elections and leader changes.
+        self._seen = (Role.FOLLOWER, self.core.term, NONE)
+        self._last_leader = NONE  # the last leader known, never NONE once one was
 
     # -- inputs (any coroutine on the loop) -----------------------------------
 
@@ -408,6 +423,8 @@ class RaftDriver:
             rd = core.ready()
             await self._process(rd)
             core.advance(rd)
+            if rd.soft_state is not None or rd.hard_state is not None:
+                self._report_roles()
             self.transport.send(core.take_messages())
         self._wake.set()  # more work; come back after others had a turn
 
@@ -467,6 +484,43 @@ class RaftDriver:
         if not save_first and rd.hard_state is not None:
             await self._save(rd)
 
+    def _report_roles(self) -> None:
+        """One log line and one observer call per election started or ended
+        and per leader change, from the core's role, term and leader."""
+        core = self.core
+        now = (core.role, core.term, core.lead)
+        (role, term, leader), self._seen = self._seen, now
+        if now == (role, term, leader):
+            return
+        name = self.members.name
+        if role is Role.CANDIDATE and (now[0] is not Role.CANDIDATE or now[1] != term):
+            won = now[0] is Role.LEADER and now[1] == term
+            log.info(
+                "election won" if won else "election lost",
+                extra={"term": term, "leader": name(now[2])},
+            )
+            self.observer.election_ended(term, won)
+        if now[0] is Role.CANDIDATE and (role is not Role.CANDIDATE or now[1] != term):
+            log.info("election started", extra={"term": now[1]})
+            self.observer.election_started(now[1])
+        if now[2] not in (NONE, self._last_leader):
+            log.info(
+                "leader changed",
+                extra={"term": now[1], "leader": name(now[2]), "previous": name(self._last_leader)},
+            )
+            self._last_leader = now[2]
+            self.observer.leader_changed(name(now[2]), now[1])
+
+    def _report_membership(self, e: Entry) -> None:
+        cc = ConfChange.decode(e.data)
+        change = _CHANGE_NAMES[cc.type]
+        member = self.members.name(cc.node_id)
+        log.info(
+            "membership changed",
+            extra={"change": change, "member": member, "index": e.index, "term": e.term},
+        )
+        self.observer.membership_changed(change, member, e.index)
+
     def _durable_prefix(self, rd: Ready) -> list[Entry]:
         """The committed entries of `rd` that are already in the log on disk
         (before this Ready's own entries, which may replace an uncommitted tail)."""
@@ -495,6 +549,8 @@ class RaftDriver:
     def _publish(self, entries: list[Entry]) -> None:
         self.members.learn_from(entries)
         for e in entries:
+            if e.type is EntryType.CONF_CHANGE:
+                self._report_membership(e)
             pending = self._pending.pop(e.index, None)
             if pending is not None and not pending.future.done():
                 if pending.term == e.term:
@@ -575,6 +631,13 @@ class RaftDriver:
         else:
             with contextlib.suppress(OSError):  # the disk already failed once
                 await asyncio.to_thread(self.storage.close)
+
+
+_CHANGE_NAMES = {
+    ConfChangeType.ADD_VOTER: "add-voter",
+    ConfChangeType.ADD_LEARNER: "add-learner",
+    ConfChangeType.REMOVE_NODE: "remove",
+}
 
 
 def _retrieve(future: asyncio.Future[int]) -> None:

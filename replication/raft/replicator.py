@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import shutil
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TypeVar
 
 from proto import frame_pb2, raft_pb2
 from replication.durable import crash_point, fsync_tree, replace_durably
+from replication.observer import NULL_OBSERVER, Observer, report_outcomes
 from replication.replicator import (
     Accepted,
     Compacted,
@@ -182,6 +184,7 @@ class RaftReplicator:
         )
         self._closing = False
         self._servicer: RaftServicer | None = None
+        self.observer: Observer = NULL_OBSERVER
         self.driver.transport.metadata = self.cluster.metadata
         self.driver.transport.tls = settings.tls
         self.driver.transport.introduction = raft_pb2.MessagePortRequest(
@@ -289,6 +292,16 @@ class RaftReplicator:
             raise self._rejected(ProposalDroppedError(DropReason.NOT_LEADER, self.driver.leader))
 
     async def propose(self, frame: frame_pb2.Frame) -> Accepted:
+        self.observer.proposed(1)
+        try:
+            accepted = await self._propose_one(frame)
+        except Rejected as exc:
+            self.observer.rejected(exc.reason)
+            raise
+        self.observer.committed(1)
+        return accepted
+
+    async def _propose_one(self, frame: frame_pb2.Frame) -> Accepted:
         self._check_usable()
         data = frame.SerializeToString()
         refusal = self._frame_refusal(data)
@@ -310,6 +323,11 @@ class RaftReplicator:
         driver, one wait for the last entry's commit: by log matching, §5.3,
         the earlier ones committed with it). Each frame keeps the bounds
         `propose` checks (size, pending count and bytes)."""
+        outcomes = await self._propose_many(frames)
+        report_outcomes(self.observer, outcomes)
+        return outcomes
+
+    async def _propose_many(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
         try:
             self._check_usable()
             self._check_leader()
@@ -494,6 +512,23 @@ class RaftReplicator:
                 + sorted(self.members.name(n) + " (learner)" for n in st.conf_state.learners)
             ),
         )
+
+    # -- observation (replication/replicator.py Observable) ----------------------
+
+    def observe(self, observer: Observer) -> None:
+        self.observer = self.storage.observer = self.driver.observer = observer
+
+    def log_bytes(self) -> int:
+        return self.storage.size_bytes()
+
+    def peer_connections(self) -> dict[str, bool]:
+        connections = self.driver.transport.connections()
+        conf = self.driver.core.status().conf_state
+        return {
+            self.members.name(nid): connections.get(nid, False)
+            for nid in conf.members()
+            if nid != self.id
+        }
 
     async def leader_changed(self, within: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -702,6 +737,7 @@ class RaftReplicator:
 
     async def _take_snapshot(self, index: int) -> None:
         assert self.state_machine is not None
+        started = time.perf_counter()
         partial = self.snapshot_dir / f"{index}.partial"
         final = self.snapshot_dir / str(index)
         try:
@@ -728,11 +764,9 @@ class RaftReplicator:
             # The WAL rewrite off the event loop, but between two saves. The
             # older snapshots go only after it: the old WAL still names them.
             await self.driver.exclusive(self.storage.rewrite)
-            log.info(
-                "snapshot at index %d; log now starts at %d", index, self.storage.first_index()
-            )
+            self._report_snapshot("taken", index, manifest, started)
         except Exception:
-            log.exception("snapshot at index %d failed", index)
+            log.exception("snapshot at index %d failed", index, extra={"index": index})
             await asyncio.to_thread(shutil.rmtree, partial, True)
             return
         await asyncio.to_thread(self._remove_snapshots_before, index)
@@ -781,9 +815,26 @@ class RaftReplicator:
         already records the snapshot)."""
         assert self.state_machine is not None
         index = snapshot.meta.index
+        started = time.perf_counter()
         await self.state_machine.install_snapshot(index, self.snapshot_dir / str(index))
+        self._report_snapshot("installed", index, snapshot.data, started)
         await asyncio.to_thread(self._remove_snapshots_before, index)
-        log.info("installed snapshot at index %d", index)
+
+    def _report_snapshot(self, kind: str, index: int, manifest: bytes, started: float) -> None:
+        """One line and one observer call per snapshot taken or installed."""
+        seconds = time.perf_counter() - started
+        size = sum(f.size for f in read_manifest(manifest)[1])
+        log.info(
+            f"snapshot {kind}",
+            extra={
+                "index": index,
+                "bytes": size,
+                "duration_s": round(seconds, 4),
+                "term": self.driver.core.term,
+                "log_first_index": self.storage.first_index(),
+            },
+        )
+        self.observer.snapshot(kind, index, size, seconds)
 
     async def _finish_install(self) -> None:
         """At start, before anything is applied: the log records a snapshot the

@@ -150,6 +150,8 @@ class _Peer:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"raft-peer-{nid}")
         self.channel: grpc.aio.Channel | None = None
         self.address: str | None = None
+        # A message stream to the peer is open (for the node's metrics).
+        self.connected = False
 
     def enqueue(self, messages: list[Message]) -> None:
         if len(self.pending) + len(messages) > MAX_QUEUED:
@@ -191,6 +193,7 @@ class _Peer:
                 if port:
                     await self._stream_tcp(address, port)
                 else:
+                    self.connected = True
                     await stub.Send(self._batches(), metadata=self.metadata())
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
@@ -201,6 +204,7 @@ class _Peer:
                 _refused(address, f"TLS: {exc}")
             except (OSError, EOFError, TimeoutError, DecodeError, TlsError) as exc:
                 log.debug("stream to %s (%s) broke: %r", self.nid, address, exc)
+            self.connected = False
             self.pending.clear()
             self.on_unreachable(self.nid)
             await asyncio.sleep(backoff)
@@ -240,6 +244,7 @@ class _Peer:
             if welcome.refusal:
                 _refused(address, welcome.refusal)
                 return
+            self.connected = True
             # The listener never writes after its welcome: a read that returns
             # means it closed (or died), which a write alone may not notice.
             watcher = asyncio.ensure_future(self._until_closed(reader, writer))
@@ -321,6 +326,10 @@ class PeerTransport:
                     self.tls,
                 )
             peer.enqueue(batch)
+
+    def connections(self) -> dict[int, bool]:
+        """Every peer this node has sent to: is its message stream open."""
+        return {nid: peer.connected for nid, peer in self._peers.items()}
 
     def _send_snapshot(self, m: Message) -> None:
         """Stream the snapshot's files, then its message (§7 InstallSnapshot),

@@ -34,6 +34,7 @@ import zlib
 from pathlib import Path
 
 from replication.durable import write_all, write_file_durably
+from replication.observer import NULL_OBSERVER, Observer, timed_fsync
 
 from .messages import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from .storage import MemoryStorage
@@ -110,6 +111,7 @@ class DiskStorage(MemoryStorage):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / WAL_NAME
+        self.observer: Observer = NULL_OBSERVER
         self._replay()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
@@ -223,7 +225,7 @@ class DiskStorage(MemoryStorage):
             return
         write_all(self._fd, b"".join(records))
         if sync:
-            os.fsync(self._fd)
+            timed_fsync(self._fd, self.observer, "raft_wal")
         with self._lock:
             if snapshot is not None:
                 super().apply_snapshot(snapshot)
@@ -292,6 +294,13 @@ class DiskStorage(MemoryStorage):
         write_file_durably(self.path, b"".join(records))
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def size_bytes(self) -> int:
+        """Bytes of the WAL on disk (entries the last rewrite kept, and every save since)."""
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
 
     def close(self) -> None:
         if self._fd >= 0:
