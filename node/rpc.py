@@ -161,29 +161,55 @@ Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 def _observed(service: str, method: str, observe: Observe | None, handle: Handler) -> Handler:
-    """`handle` with the call's log context bound (node/logs.py) while it runs,
-    and its status and duration told to `observe`."""
+    """`handle` with the call's log context bound (node/logs.py) while it runs;
+    its status and duration told to `observe`, and a failure logged."""
     name = f"{service}/{method}"
 
     async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         code = "UNKNOWN"
-        try:
-            with logs.request_context(name):
+        with logs.request_context(name):
+            try:
                 result = await handle(request, context)
-            code = _code_name(context)
-            return result
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except BaseException:
-            code = _code_name(context, "UNKNOWN")  # an abort carries its status
-            raise
-        finally:
-            if observe is not None:
-                observe(service, method, code, time.perf_counter() - started)
+                code = _code_name(context)
+                return result
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except BaseException:
+                code = _code_name(context, "UNKNOWN")  # an abort carries its status
+                raise
+            finally:
+                seconds = time.perf_counter() - started
+                if code != "OK":
+                    _log_failure(code, context, seconds)
+                if observe is not None:
+                    observe(service, method, code, seconds)
 
     return observed
+
+
+# A failed call's line: a fault of ours is a warning; the node unable to serve
+# now (an election, shutting down) is worth a line; a caller's mistake or an
+# overload (shed by the thousand) only at debug -- the metrics count them all.
+_FAILURE_LEVELS = {
+    "INTERNAL": logging.WARNING,
+    "UNKNOWN": logging.WARNING,
+    "DATA_LOSS": logging.WARNING,
+    "UNAVAILABLE": logging.INFO,
+}
+
+
+def _log_failure(code: str, context: grpc.aio.ServicerContext[Any, Any], seconds: float) -> None:
+    level = _FAILURE_LEVELS.get(code, logging.DEBUG)
+    if log.isEnabledFor(level):
+        details = context.details()
+        text = details.decode(errors="replace") if isinstance(details, bytes) else details
+        log.log(
+            level,
+            "request failed",
+            extra={"code": code, "details": (text or "")[:300], "duration_s": round(seconds, 4)},
+        )
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any], default: str = "OK") -> str:

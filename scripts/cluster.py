@@ -64,6 +64,8 @@ class LocalNode:
     env: dict[str, str] | None = None
     # The module run as `python -m`: tests run a wrapper (a crash-point hook).
     module: str = "node.cli"
+    # host:port for its Prometheus endpoint ("" = none).
+    metrics_listen: str = ""
     process: subprocess.Popen[bytes] | None = None
     endpoint: str = ""
     _log: IO[bytes] | None = field(default=None, repr=False)
@@ -79,6 +81,7 @@ class LocalNode:
             "--data", str(self.data_dir),
             "--listen", self.listen,
             "--ready-file", str(ready),
+            *(["--metrics-listen", self.metrics_listen] if self.metrics_listen else []),
             *self.args,
         ]  # fmt: skip
         env = {**os.environ, **(self.env or {})}
@@ -93,6 +96,10 @@ class LocalNode:
         wait_until(started, START_TIMEOUT, f"node {self.node_id} to serve")
         self.endpoint = ready.read_text().strip()
         return self
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_listen}/metrics" if self.metrics_listen else ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -153,9 +160,11 @@ class LocalCluster:
         peer_ports: list[int] | None = None,
         node_args: Callable[[str], list[str]] | None = None,
         client_options: dict[str, Any] | None = None,
+        metrics_ports: list[int] | None = None,
     ) -> None:
         """`args` go to every node, `node_args(name)` to that one (its
-        certificate, say); `client_options` to every Client made here."""
+        certificate, say); `client_options` to every Client made here;
+        `metrics_ports`, one per node, its --metrics-listen on loopback."""
         self.base = base
         self.client_options = client_options or {}
         names = names or [f"n{i + 1}" for i in range(size)]
@@ -169,6 +178,7 @@ class LocalCluster:
             name: f"127.0.0.1:{port}" for name, port in zip(names, peer_ports, strict=True)
         }
         peers = ",".join(f"{n}={a}" for n, a in self.peer_addresses.items())
+        metrics = dict(zip(names, metrics_ports or [], strict=False))
         self.nodes: dict[str, LocalNode] = {
             name: LocalNode(
                 data_dir=base / name,
@@ -183,6 +193,7 @@ class LocalCluster:
                 log_path=base / f"{name}.log",
                 node_id=name,
                 listen=address,
+                metrics_listen=f"127.0.0.1:{metrics[name]}" if name in metrics else "",
             )
             for name, address in self.addresses.items()
         }
@@ -271,11 +282,23 @@ def main() -> int:
     p.add_argument(
         "--peer-base-port", type=int, default=0, help="peer ports from here (base port + 100)"
     )
+    p.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=0,
+        help="Prometheus /metrics ports from here (base port + 200; -1: none)",
+    )
     args = p.parse_args()
     ports = [args.base_port + i for i in range(args.nodes)]
     peer_base = args.peer_base_port or args.base_port + 100
     peer_ports = [peer_base + i for i in range(args.nodes)]
-    cluster = LocalCluster(args.data, args.nodes, ports=ports, peer_ports=peer_ports)
+    metrics_base = args.metrics_base_port or args.base_port + 200
+    metrics_ports = (
+        [metrics_base + i for i in range(args.nodes)] if args.metrics_base_port >= 0 else None
+    )
+    cluster = LocalCluster(
+        args.data, args.nodes, ports=ports, peer_ports=peer_ports, metrics_ports=metrics_ports
+    )
     stop = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -291,7 +314,9 @@ def main() -> int:
         for name, address in cluster.addresses.items():
             mark = "  (leader)" if name == leader else ""
             peer = cluster.peer_addresses[name]
-            print(f"  {name}  {address}  peers {peer}  log {cluster.nodes[name].log_path}{mark}")
+            node = cluster.nodes[name]
+            metrics = f"  metrics {node.metrics_url}" if node.metrics_url else ""
+            print(f"  {name}  {address}  peers {peer}  log {node.log_path}{metrics}{mark}")
         first = next(iter(cluster.addresses.values()))
         print("Try, in another shell:")
         print(f"  .venv/bin/shardlite put greeting hello --endpoint {first}")
