@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import socket
 import ssl
@@ -451,8 +452,13 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         async with self._listening:
             if self._listener is None:
                 try:
-                    self._listener = await asyncio.start_server(
-                        self._serve_stream, self.message_host, self.message_port_number
+                    # In a context of its own: the streams it serves outlive
+                    # the call that started it (and its log context).
+                    self._listener = await asyncio.get_running_loop().create_task(
+                        asyncio.start_server(
+                            self._serve_stream, self.message_host, self.message_port_number
+                        ),
+                        context=contextvars.Context(),
                     )
                 except OSError as exc:
                     log.warning(

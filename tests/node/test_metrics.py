@@ -102,9 +102,14 @@ def test_a_cluster_shows_replication_elections_and_snapshots(tmp_path: Path) -> 
         with cluster.client(others[0], timeout=10) as c:  # forwarded to the leader
             for i in range(80):
                 c.put(f"k{i}", b"v" * 100)
+        # The snapshot is taken in the background once enough was applied.
+        wait_until(
+            lambda: value(scrape(urls[leader]), "shardlite_snapshots_total", kind="taken") >= 1,
+            15,
+            f"{leader} to take a snapshot",
+        )
         on_leader = scrape(urls[leader])
         assert value(on_leader, "shardlite_proposals_committed_total") >= 80
-        assert value(on_leader, "shardlite_snapshots_total", kind="taken") >= 1
         assert value(on_leader, "shardlite_snapshot_size_bytes_count", kind="taken") >= 1
         assert value(on_leader, "shardlite_snapshot_size_bytes_sum", kind="taken") > 0
         assert value(on_leader, "shardlite_snapshot_duration_seconds_count", kind="taken") >= 1
