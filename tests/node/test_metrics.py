@@ -66,6 +66,13 @@ def test_a_single_node_counts_requests_writes_and_fsyncs(
     assert value(after, "shardlite_open_shards") >= 1
     assert value(after, "shardlite_log_bytes") > 0
     assert value(after, "shardlite_node_info", node="n1", version="0.1.0", replicator="noop") == 1
+    # An open Subscribe stream is a subscriber while it lasts.
+    with node.client(timeout=30) as c:
+        stream = c.subscribe(1, timeout=30)
+        assert next(stream)[0] == 1
+        assert value(scrape(url), "shardlite_subscribers") == 1
+        stream.close()  # type: ignore[attr-defined]
+    wait_until(lambda: value(scrape(url), "shardlite_subscribers") == 0, 10, "the stream to end")
     # The shards are fsynced when the applied marker is written (every second).
     wait_until(lambda: value(scrape(url), fsyncs, file="shards") > 0, 10, "a sync of the shards")
 
