@@ -101,7 +101,7 @@ def test_text_lines_for_people(start_node: Callable[..., NodeProcess], tmp_path:
     node = start_node()
     node.terminate()
     text = (tmp_path / "n1.log").read_text()
-    serving = next(line for line in text.splitlines() if "serving on" in line)
+    serving = next(line for line in text.splitlines() if "serving clients on" in line)
     assert "[INFO" in serving
     assert "node=n1" in serving
     assert not serving.startswith("{")  # not JSON
