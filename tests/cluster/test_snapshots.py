@@ -67,7 +67,7 @@ def test_lagging_follower_catches_up_by_install_snapshot(
     cluster.nodes[lagging].start()
     log_path = cluster.nodes[lagging].log_path
     wait_until(
-        lambda: "installed snapshot at index" in log_path.read_text(),
+        lambda: "snapshot installed" in log_path.read_text(),
         60,
         "the follower to install a snapshot",
     )
