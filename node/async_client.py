@@ -40,6 +40,7 @@ from typing import Any
 
 import grpc
 
+from node import bearer
 from node.client import (
     CONDITION_ACTUAL,
     CONDITION_EXPECTED,
@@ -126,20 +127,28 @@ class _Op:
 
 
 class _Endpoint:
-    """The node this client talks to: its channel and stub."""
+    """One node this client talks to: its channel (sending the bearer token,
+    if any, on every call) and its stub."""
 
     def __init__(
-        self, address: str, max_message_bytes: int, credentials: grpc.ChannelCredentials | None
+        self,
+        address: str,
+        max_message_bytes: int,
+        credentials: grpc.ChannelCredentials | None,
+        token: str | None = None,
     ) -> None:
         self.address = address
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
+        interceptors = bearer.aio_interceptors(token)
         self.channel = (
-            grpc.aio.secure_channel(address, credentials, options=options)
+            grpc.aio.secure_channel(
+                address, credentials, options=options, interceptors=interceptors
+            )
             if credentials is not None
-            else grpc.aio.insecure_channel(address, options=options)
+            else grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
         )
         self.stub = kv_pb2_grpc.KVStub(self.channel)
 
@@ -170,7 +179,10 @@ class AsyncClient:
         max_ops_per_call: int = 1_000,
         max_bytes_per_call: int = 4 << 20,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token`: a bearer token sent on every call (for a node with
+        authentication on)."""
         if max_in_flight < 1 or not 1 <= max_ops_per_call <= NODE_MAX_MULTI_OPS:
             raise ValueError(
                 f"max_in_flight must be >= 1 and max_ops_per_call 1 to {NODE_MAX_MULTI_OPS}"
@@ -186,7 +198,7 @@ class AsyncClient:
         self._seq = itertools.count(1)
         self._endpoints = Endpoints(endpoint)
         self._nodes = [
-            _Endpoint(address, max_message_bytes, credentials)
+            _Endpoint(address, max_message_bytes, credentials, token)
             for address in self._endpoints.addresses
         ]
         self._finding_leader: asyncio.Lock | None = None
@@ -382,19 +394,39 @@ class AsyncClient:
                 last, seen = item.key, seen + 1
                 yield Entry(item.key, item.value, item.version)
 
-    async def subscribe(self, from_index: int = 0) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
+    async def subscribe(
+        self,
+        from_index: int = 0,
+        *,
+        orgs: Sequence[str] = (),
+        namespace: str = "",
+        prefix: str = "",
+    ) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
         """Committed frames from `from_index` (0 = from now on), resumed from
-        the next index on another node when one fails: none missed, none twice."""
-        async for reply in self.events(from_index):
+        the next index on another node when one fails: none missed, none twice.
+        Only those of `orgs` (default: every org the token may read), of
+        `namespace` ("" = any), narrowed to keys under `prefix`."""
+        async for reply in self.events(from_index, orgs=orgs, namespace=namespace, prefix=prefix):
             yield reply.index, reply.frame
 
-    async def events(self, from_index: int = 0) -> AsyncIterator[kv_pb2.SubscribeResponse]:
+    async def events(
+        self,
+        from_index: int = 0,
+        *,
+        orgs: Sequence[str] = (),
+        namespace: str = "",
+        prefix: str = "",
+    ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
         next_index = from_index
         if next_index == 0:  # pin "now", so that a resume has no gap
             next_index = int((await self.status()).commit_index) + 1
 
         def open_subscribe(node: _Endpoint) -> Any:
-            return node.stub.Subscribe(kv_pb2.SubscribeRequest(from_index=next_index))
+            return node.stub.Subscribe(
+                kv_pb2.SubscribeRequest(
+                    from_index=next_index, orgs=orgs, namespace=namespace, prefix=prefix
+                )
+            )
 
         async for reply in self._stream(open_subscribe, Route.CURRENT, None):
             next_index = reply.index + 1

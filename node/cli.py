@@ -28,6 +28,8 @@ from google.protobuf import json_format
 
 from node import cli_data
 from node.cli_output import b64, emit, error, wants_json
+from node import token_cli
+from node.bearer import channel_with_token
 from node.client import (
     LINEARIZABLE,
     SERIALIZABLE,
@@ -53,6 +55,7 @@ PER_REQUEST_FLAGS = frozenset(
     {
         "--expected-version", "--start-after", "--limit", "--keys-only", "--serializable",
         "--show-version", "--from", "--count", "--cluster",
+        "--orgs", "--only-namespace", "--prefix",
     }
 )  # fmt: skip
 
@@ -261,6 +264,21 @@ def _node_parser(sub: Any) -> None:
         default=defaults.snapshot_catchup_entries,
         help="entries kept before a snapshot for slow followers",
     )
+    p.add_argument(
+        "--auth-tokens",
+        type=Path,
+        default=None,
+        help="require bearer tokens from this file (JSON; see docs/security.md)",
+    )
+    p.add_argument(
+        "--join-token", default="", help="admin token to send when joining (--join) with auth on"
+    )
+    p.add_argument(
+        "--stream-stall-seconds",
+        type=float,
+        default=defaults.stream_stall_seconds,
+        help="end a Subscribe or List stream whose reader takes nothing this long",
+    )
     p.set_defaults(run=_run_node)
 
 
@@ -305,6 +323,9 @@ def _run_node(args: argparse.Namespace) -> int:
         propose_timeout=args.propose_timeout,
         snapshot_entries=args.snapshot_entries,
         snapshot_catchup_entries=args.snapshot_catchup_entries,
+        auth_tokens=args.auth_tokens,
+        join_token=args.join_token,
+        stream_stall_seconds=args.stream_stall_seconds,
     )
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
     for flag in sorted(TEST_ONLY_FLAGS):
@@ -369,6 +390,7 @@ def _client_parser(sub: Any, name: str, help_text: str, run: Callable[..., int])
         "--key", dest="tls_key", type=Path, default=None, help="the client certificate's key"
     )
     p.add_argument("--output", choices=("text", "json"), default="text", help="json: for scripts")
+    p.add_argument("--token", default=None, help="bearer token (nodes with auth on)")
     p.set_defaults(run=run)
     return p
 
@@ -399,6 +421,7 @@ def _client(args: argparse.Namespace) -> Client:
         timeout=args.timeout,
         credentials=_credentials(args),
         on_retry=retrying,
+        token=args.token,
     )
 
 
@@ -526,7 +549,10 @@ def _watch(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-        for event in c.events(args.from_index):
+        orgs = [] if args.orgs is None else ["" if o == "_" else o for o in args.orgs.split(",")]
+        for event in c.events(
+            args.from_index, orgs=orgs, namespace=args.only_namespace, prefix=args.prefix
+        ):
             index, frame = event.index, event.frame
             ops = []
             for op in frame.ops:
@@ -607,7 +633,7 @@ def _faults(args: argparse.Namespace) -> int:
         return [n for n in value.split(",") if n]
 
     with _channel(args) as channel:
-        stub = raft_pb2_grpc.FaultsStub(channel)
+        stub = raft_pb2_grpc.FaultsStub(channel_with_token(channel, args.token))
         try:
             if args.action == "heal":
                 reply = stub.Heal(raft_pb2.HealRequest(), timeout=args.timeout)
@@ -698,6 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=_not_negative, default=0, help="stop after this many (0 = never)"
     )
     _certs_parser(sub)
+    p.add_argument(
+        "--orgs", default=None, help="only these orgs, comma-separated ('_' = the default org)"
+    )
+    p.add_argument("--only-namespace", default="", help="only this namespace")
+    p.add_argument("--prefix", default="", help="only ops on keys with this prefix")
+    token_cli.add_parser(sub)
     return parser
 
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from node.bearer import channel_with_token
 from node.endpoints import FIRST_BACKOFF, MAX_BACKOFF, Endpoints, Route, read_route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 
@@ -238,14 +239,19 @@ class _Stubs:
 
     @classmethod
     def open(
-        cls, address: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int
+        cls,
+        address: str,
+        credentials: grpc.ChannelCredentials | None,
+        max_message_bytes: int,
+        token: str | None = None,
     ) -> _Stubs:
         channel = open_channel(address, credentials, max_message_bytes)
+        calls = channel_with_token(channel, token)  # the token on every call, any stub
         return cls(
             channel,
-            kv_pb2_grpc.KVStub(channel),
-            raft_pb2_grpc.ClusterStub(channel),
-            kv_pb2_grpc.MaintenanceStub(channel),
+            kv_pb2_grpc.KVStub(calls),
+            raft_pb2_grpc.ClusterStub(calls),
+            kv_pb2_grpc.MaintenanceStub(calls),
         )
 
 
@@ -331,7 +337,10 @@ class Client:
         max_message_bytes: int = 64 << 20,
         credentials: grpc.ChannelCredentials | None = None,
         on_retry: Callable[[str], None] | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token`: a bearer token sent on every call (for nodes with
+        authentication on)."""
         self._endpoints = Endpoints(endpoint)
         # Told why, each time a call is retried (the CLI says so once).
         self.on_retry = on_retry
@@ -344,7 +353,7 @@ class Client:
         self._seq_lock = threading.Lock()
         self._lock = threading.Lock()  # the routing state, shared by threads
         self._nodes = [
-            _Stubs.open(address, credentials, max_message_bytes)
+            _Stubs.open(address, credentials, max_message_bytes, token)
             for address in self._endpoints.addresses
         ]
 
@@ -584,15 +593,31 @@ class Client:
         )
 
     def subscribe(
-        self, from_index: int = 0, *, timeout: float | None = None
+        self,
+        from_index: int = 0,
+        *,
+        timeout: float | None = None,
+        orgs: Sequence[str] = (),
+        namespace: str = "",
+        prefix: str = "",
     ) -> Iterator[tuple[int, frame_pb2.Frame]]:
-        """Committed frames from `from_index` (0 = from now on), as they commit.
-        Whether each applied: `events`."""
-        for reply in self.events(from_index, timeout=timeout):
+        """Committed frames from `from_index` (0 = from now on), as they commit;
+        only those of `orgs` (default: every org the token may read), of
+        `namespace` ("" = any), narrowed to keys under `prefix`. Resume with
+        the last index received + 1. Whether each applied: `events`."""
+        for reply in self.events(
+            from_index, timeout=timeout, orgs=orgs, namespace=namespace, prefix=prefix
+        ):
             yield reply.index, reply.frame
 
     def events(
-        self, from_index: int = 0, *, timeout: float | None = None
+        self,
+        from_index: int = 0,
+        *,
+        timeout: float | None = None,
+        orgs: Sequence[str] = (),
+        namespace: str = "",
+        prefix: str = "",
     ) -> Iterator[kv_pb2.SubscribeResponse]:
         """Like `subscribe`, with each frame's outcome (APPLIED, CONDITION_FAILED,
         INVALID) and result (versions, the failed condition, why invalid).
@@ -605,7 +630,9 @@ class Client:
             next_index = int(self.status().commit_index) + 1
 
         def open_subscribe(node: _Stubs) -> Iterator[kv_pb2.SubscribeResponse]:
-            request = kv_pb2.SubscribeRequest(from_index=next_index)
+            request = kv_pb2.SubscribeRequest(
+                from_index=next_index, orgs=orgs, namespace=namespace, prefix=prefix
+            )
             stream: Iterator[kv_pb2.SubscribeResponse] = iter(
                 node.kv.Subscribe(request, timeout=remaining())
             )

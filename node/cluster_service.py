@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from node import names
+from node import auth, names
 from node.errors import FailedPrecondition, InvalidArgument, Unavailable
 from node.peers import PeerChannels
 from proto import raft_pb2, raft_pb2_grpc
@@ -63,7 +63,7 @@ class ClusterService:
         if not leader:
             raise Unavailable("no leader elected right now; retry shortly") from None
         stub = raft_pb2_grpc.ClusterStub(self.channels.get(leader))
-        return await there(stub, ((FORWARDED, "1"),))
+        return await there(stub, ((FORWARDED, "1"), *auth.passed_on(context)))
 
     async def Members(
         self, request: raft_pb2.MembersRequest, context: Any

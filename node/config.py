@@ -79,6 +79,13 @@ class NodeConfig:
     # Raft §7: snapshot after this many applied entries; keep this many before it.
     snapshot_entries: int = 10_000
     snapshot_catchup_entries: int = 5_000
+    # Bearer tokens scoped to orgs (node/auth.py); None: no authentication.
+    auth_tokens: Path | None = None
+    # The admin token this node sends when it joins a cluster that has auth on.
+    join_token: str = ""
+    # A Subscribe (or List) stream whose reader takes no message this long is
+    # ended RESOURCE_EXHAUSTED.
+    stream_stall_seconds: float = 30.0
 
     @property
     def clustered(self) -> bool:

@@ -55,3 +55,13 @@ class ResourceExhausted(NodeError):
 
 class StorageError(NodeError):
     """The local disk failed; the outcome of a write is unknown."""
+
+
+class Unauthenticated(NodeError):
+    """Authentication is on and the call carries no valid token."""
+
+
+class PermissionDenied(NodeError):
+    """The token may not do this (an org outside it, a write with a read-only
+    token, an admin RPC without an admin token). Decided from the token and the
+    request's names alone, never from what exists."""

@@ -40,6 +40,8 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.StorageError, grpc.StatusCode.INTERNAL),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (MalformedPeerMessage, grpc.StatusCode.INVALID_ARGUMENT),
 ]
 
@@ -111,6 +113,9 @@ def _parse(message_type: type[Message], raw: bytes) -> Message | None:
 Admit = Callable[[], contextlib.AbstractContextManager[None]]
 # (service, method, status code name, seconds) of every call served: node/metrics.py.
 Observe = Callable[[str, str, str, float], None]
+# (method full name, the parsed request -- None for a client stream -- and the
+# call's context): raises to refuse the call (node/auth.py).
+Authorize = Callable[[str, Message | None, Any], None]
 
 
 def _admit_all() -> contextlib.AbstractContextManager[None]:
@@ -122,21 +127,27 @@ def generic_handler(
     servicer: object,
     admit: Admit = _admit_all,
     observe: Observe | None = None,
+    authorize: Authorize | None = None,
+    stall_seconds: float | None = None,
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every method of `service`, implemented by the
     servicer's method of the same name. `admit` holds each request's place and
     may refuse it (a node that fail-stopped refuses everything at once, an
-    overloaded one what is beyond its limit); `observe` hears every call's
-    status and duration."""
+    overloaded one what is beyond its limit); `authorize`, when given, runs
+    before it with the parsed request; `observe` hears every call's status and
+    duration. A server stream whose caller takes no message for
+    `stall_seconds` is ended RESOURCE_EXHAUSTED (a stalled reader holds its
+    slot, not the node's memory)."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         request_type = _message_class(method.input_type)
         serialize = _message_class(method.output_type).SerializeToString
         impl = getattr(servicer, method.name)
+        gate = _gate(method.full_name, admit, authorize)
         if method.client_streaming and not method.server_streaming:
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(
                 _observed(
-                    service.name, method.name, observe, _client_streaming(impl, request_type, admit)
+                    service.name, method.name, observe, _client_streaming(impl, request_type, gate)
                 ),
                 response_serializer=serialize,
             )
@@ -145,13 +156,16 @@ def generic_handler(
         elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _observed(
-                    service.name, method.name, observe, _streaming(impl, request_type, admit)
+                    service.name,
+                    method.name,
+                    observe,
+                    _streaming(impl, request_type, gate, stall_seconds),
                 ),
                 response_serializer=serialize,
             )
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _observed(service.name, method.name, observe, _unary(impl, request_type, admit)),
+                _observed(service.name, method.name, observe, _unary(impl, request_type, gate)),
                 response_serializer=serialize,
             )
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
@@ -227,6 +241,21 @@ _CODE_NAMES: dict[Any, str] = {
 }
 
 
+# What runs around a handler: (the request or None, the context) -> its place.
+Gate = Callable[[Message | None, Any], contextlib.AbstractContextManager[None]]
+
+
+def _gate(method: str, admit: Admit, authorize: Authorize | None) -> Gate:
+    if authorize is None:
+        return lambda request, context: admit()
+
+    def gate(request: Message | None, context: Any) -> contextlib.AbstractContextManager[None]:
+        authorize(method, request, context)  # who may ask comes before what the node can do
+        return admit()
+
+    return gate
+
+
 def _message_class(descriptor: Descriptor) -> type[Message]:
     cls: type[Message] = GetMessageClass(descriptor)
     return cls
@@ -242,14 +271,14 @@ async def _malformed(
 
 
 def _unary(
-    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message], admit: Admit
+    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message], gate: Gate
 ) -> Callable[[bytes, Any], Awaitable[Message | None]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message | None:
         request = _parse(request_type, raw)
         if request is None:
             await _malformed(context, request_type)
         try:
-            with admit():
+            with gate(request, context):
                 return await impl(request, context)
         except Exception as exc:
             error = exc
@@ -260,7 +289,7 @@ def _unary(
 
 
 def _client_streaming(
-    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message], admit: Admit
+    impl: Callable[[Any, Any], Awaitable[Message]], request_type: type[Message], gate: Gate
 ) -> Callable[[AsyncIterator[bytes], Any], Awaitable[Message | None]]:
     async def handle(
         raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
@@ -275,7 +304,7 @@ def _client_streaming(
                 yield request
 
         try:
-            with admit():
+            with gate(None, context):
                 return await impl(requests(), context)
         except Exception as exc:
             error = exc
@@ -286,7 +315,10 @@ def _client_streaming(
 
 
 def _streaming(
-    impl: Callable[[Any, Any], AsyncIterator[Message]], request_type: type[Message], admit: Admit
+    impl: Callable[[Any, Any], AsyncIterator[Message]],
+    request_type: type[Message],
+    gate: Gate,
+    stall_seconds: float | None,
 ) -> Callable[[bytes, Any], Awaitable[None]]:
     """A server stream written with context.write, not handed to grpc as an
     async generator: grpc logs an ERROR traceback (ExecuteBatchError) for every
@@ -299,7 +331,7 @@ def _streaming(
             await _malformed(context, request_type)
         place = contextlib.ExitStack()
         try:
-            place.enter_context(admit())
+            place.enter_context(gate(request, context))
         except Exception as exc:
             await _abort(context, exc)
             return
@@ -309,7 +341,12 @@ def _streaming(
                 if _caller_gone(context):
                     return  # nothing to answer, nothing to log
                 try:
-                    await context.write(response)
+                    await asyncio.wait_for(context.write(response), stall_seconds)
+                except TimeoutError:
+                    raise errors.ResourceExhausted(
+                        f"the stream's reader took no message for {stall_seconds:g}s (the "
+                        "node's bound on a stalled stream): resume after the last one received"
+                    ) from None
                 except Exception as exc:
                     # A send fails only once the call is over (cancelled, its
                     # deadline passed, the connection dropped), sometimes before

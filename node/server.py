@@ -17,7 +17,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from node import logs, reflection, rpc
+from node import auth, logs, reflection, rpc
 from node.admission import Admission
 from node.applier import Applier, read_applied_marker
 from node.backup import (
@@ -176,6 +176,12 @@ class Node:
         self.metrics = NodeMetrics()
         self.metrics_server: MetricsServer | None = None
         self.kv: KVService | None = None
+        # Read now: a tokens file that does not parse stops the node before it serves.
+        self.authorizer = (
+            auth.Authorizer(auth.TokenFile(config.auth_tokens))
+            if config.auth_tokens is not None
+            else None
+        )
 
     @property
     def closing(self) -> bool:
@@ -251,6 +257,9 @@ class Node:
             reflect=True,
             tls=self.client_tls,
             mutual=config.client_cert_auth,
+            # Tokens guard the client listener; the peer listener is kept apart
+            # by its own address and mutual TLS, not by tokens.
+            authorize=self.authorizer.authorize if self.authorizer is not None else None,
         )
         self._serve_metrics()
         for service in ("", KV_SERVICE.full_name):
@@ -319,6 +328,7 @@ class Node:
         reflect: bool,
         tls: TlsFiles | None,
         mutual: bool,
+        authorize: rpc.Authorize | None = None,
     ) -> tuple[grpc.aio.Server, int]:
         """A started gRPC server on `address` with `services`, each through
         node/rpc.py's error boundary; and its bound port."""
@@ -338,11 +348,19 @@ class Node:
         # drops peer messages itself.
         admit = self.admission
         observe = self.metrics.rpc
+        stall = {KV_SERVICE: config.stream_stall_seconds}
         server.add_generic_rpc_handlers(
             tuple(
                 rpc.generic_handler(service, servicer, observe=observe)
                 if service is RAFT_SERVICE
-                else rpc.generic_handler(service, servicer, admit, observe)
+                else rpc.generic_handler(
+                    service,
+                    servicer,
+                    admit,
+                    observe=observe,
+                    authorize=authorize,
+                    stall_seconds=stall.get(service),
+                )
                 for service, servicer in services
             )
         )
@@ -423,16 +441,25 @@ class Node:
         request = raft_pb2.AddMemberRequest(
             name=self.config.node_id, address=self.config.peer_address
         )
+        # Needed when the member's Cluster service is on its client port (no
+        # --peer-listen there): that port takes tokens.
+        metadata = (
+            ((auth.METADATA_KEY, f"{auth.SCHEME} {self.config.join_token}"),)
+            if self.config.join_token
+            else ()
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while True:
             try:
-                reply = await stub.AddMember(request, timeout=10)
+                reply = await stub.AddMember(request, timeout=10, metadata=metadata)
                 break
             except grpc.aio.AioRpcError as exc:
                 if loop.time() >= deadline or exc.code() in (
                     grpc.StatusCode.INVALID_ARGUMENT,
                     grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED,
                 ):
                     raise RuntimeError(
                         f"joining the cluster at {address} failed: {exc.code().name}: "

@@ -11,19 +11,21 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from node import frames, names, rpc
+from node import auth, frames, names, rpc
 from node.applier import Applier
 from node.config import NodeConfig
 from node.errors import (
     ConditionFailed,
     InvalidArgument,
     OutOfRange,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
 from node.paths import Paths, check_consistency
 from node.shard import LIST_CHUNK_BYTES, scan
 from node.shards import ShardStore
+from node.subscribe_filter import FrameFilter
 from proto import frame_pb2, kv_pb2
 from replication.replicator import Compacted, Replicator
 
@@ -95,6 +97,7 @@ class KVService:
         slots = [response.results.add() for _ in writes]  # filled in place, in order
         gated: list[frame_pb2.Frame] = []
         kinds: list[tuple[int, str]] = []
+        grant = auth.current()
         for position, write in enumerate(writes):
             kind = write.WhichOneof("write")
             try:
@@ -102,8 +105,9 @@ class KVService:
                     raise InvalidArgument(
                         f"write {position} is neither a put, a delete nor a batch"
                     )
+                grant.check_write(getattr(write, kind).org)  # before anything else
                 gated.append(_FRAME_OF[kind](getattr(write, kind), self.limits))
-            except InvalidArgument as exc:
+            except (InvalidArgument, PermissionDenied) as exc:
                 slots[position].error.CopyFrom(rpc.op_error(exc))
                 continue
             kinds.append((position, kind))
@@ -130,13 +134,15 @@ class KVService:
             )
         results: list[kv_pb2.GetResult | None] = [None] * len(gets)
         valid: list[tuple[int, str, str, str, bool]] = []
+        grant = auth.current()
         for position, get in enumerate(gets):
             try:
+                grant.check_read(get.org)  # before anything else
                 org = names.check_org(get.org)
                 namespace = names.check_namespace(get.namespace)
                 key = names.check_key(get.key)
                 check_consistency(get.consistency)
-            except InvalidArgument as exc:
+            except (InvalidArgument, PermissionDenied) as exc:
                 results[position] = kv_pb2.GetResult(error=rpc.op_error(exc))
                 continue
             valid.append((position, org, namespace, key, get.consistency == kv_pb2.LINEARIZABLE))
@@ -242,7 +248,10 @@ class KVService:
     ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
         """Committed frames with what applying them did (outcome, result), each
         streamed once it is applied on this node; at most MAX_SUBSCRIBE_STREAMS
-        at once (RESOURCE_EXHAUSTED beyond)."""
+        at once (RESOURCE_EXHAUSTED beyond). Only the frames of the request's
+        orgs and namespace that the caller's token may read, narrowed to the
+        request's key prefix (node/subscribe_filter.py)."""
+        selected = FrameFilter.of(request, auth.current().may_read)
         if self._subscribers >= self.max_subscribe_streams:
             raise ResourceExhausted(
                 f"this node already serves {self._subscribers} Subscribe streams (the limit); "
@@ -250,13 +259,13 @@ class KVService:
             )
         self._subscribers += 1
         try:
-            async for response in self._subscribe(request):
+            async for response in self._subscribe(request, selected):
                 yield response
         finally:
             self._subscribers -= 1
 
     async def _subscribe(
-        self, request: kv_pb2.SubscribeRequest
+        self, request: kv_pb2.SubscribeRequest, selected: FrameFilter
     ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
         # 0: from the next frame to commit (entries in the log but not yet committed
         # included: they have not been streamed to anyone yet).
@@ -264,13 +273,18 @@ class KVService:
         applier = self.applier
         try:
             async for index, frame in self.replicator.subscribe(start):
-                if frame is None:
+                if frame is None or not selected.keeps(frame):
                     continue
                 await applier.wait_applied(index)
                 outcome, result = applier.outcome_of(index, frame)
-                response = kv_pb2.SubscribeResponse(
-                    index=index, frame=frame, outcome=outcome, result=result
+                narrowed = selected.narrow(
+                    kv_pb2.SubscribeResponse(
+                        index=index, frame=frame, outcome=outcome, result=result
+                    )
                 )
+                if narrowed is None:
+                    continue
+                response = narrowed
                 if response.ByteSize() > self.config.max_request_bytes:
                     # Only a retry can get here (the gate sized every frame with
                     # its own results): it carries its original's result, which

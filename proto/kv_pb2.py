@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from proto import frame_pb2 as proto_dot_frame__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eproto/kv.proto\x12\x0cshardlite.v1\x1a\x11proto/frame.proto\"\xa9\x01\n\nPutRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x0c\x12\x1d\n\x10\x65xpected_version\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12+\n\nrequest_id\x18\x06 \x01(\x0b\x32\x17.shardlite.v1.RequestIdB\x13\n\x11_expected_version\"-\n\x0bPutResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x03\"i\n\nGetRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12.\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x19.shardlite.v1.Consistency\"<\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x9d\x01\n\rDeleteRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12+\n\nrequest_id\x18\x05 \x01(\x0b\x32\x17.shardlite.v1.RequestIdB\x13\n\x11_expected_version\"0\n\x0e\x44\x65leteResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\xa7\x01\n\x0c\x42\x61tchRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x1d\n\x03ops\x18\x03 \x03(\x0b\x32\x10.shardlite.v1.Op\x12+\n\nconditions\x18\x04 \x03(\x0b\x32\x17.shardlite.v1.Condition\x12+\n\nrequest_id\x18\x05 \x01(\x0b\x32\x17.shardlite.v1.RequestId\"G\n\rBatchResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\'\n\x07results\x18\x02 \x03(\x0b\x32\x16.shardlite.v1.OpResult\"\x91\x01\n\x0bListRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x13\n\x0bstart_after\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\x12.\n\x0b\x63onsistency\x18\x06 \x01(\x0e\x32\x19.shardlite.v1.Consistency\"7\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"5\n\x0cListResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.shardlite.v1.KeyValue\"$\n\x15ListNamespacesRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\",\n\x16ListNamespacesResponse\x12\x12\n\nnamespaces\x18\x01 \x03(\t\"&\n\x10SubscribeRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\"\x99\x01\n\x11SubscribeResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\"\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x13.shardlite.v1.Frame\x12&\n\x07outcome\x18\x03 \x01(\x0e\x32\x15.shardlite.v1.Outcome\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.shardlite.v1.FrameResult\"\x0f\n\rStatusRequest\"\x84\x02\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nreplicator\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\t\x12\x15\n\rapplied_index\x18\x05 \x01(\x04\x12\x13\n\x0bopen_shards\x18\x06 \x01(\r\x12\x10\n\x08\x64\x61ta_dir\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0c\n\x04term\x18\t \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\n \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x0b \x01(\x04\x12\x0f\n\x07members\x18\x0c \x03(\t\x12\x16\n\x0eleader_address\x18\r \x01(\t\"\x9c\x01\n\x0cWriteRequest\x12\'\n\x03put\x18\x01 \x01(\x0b\x32\x18.shardlite.v1.PutRequestH\x00\x12-\n\x06\x64\x65lete\x18\x02 \x01(\x0b\x32\x1b.shardlite.v1.DeleteRequestH\x00\x12+\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1a.shardlite.v1.BatchRequestH\x00\x42\x07\n\x05write\"?\n\x11MultiWriteRequest\x12*\n\x06writes\x18\x01 \x03(\x0b\x32\x1a.shardlite.v1.WriteRequest\"\x81\x01\n\x07OpError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nfailed_key\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61iled_expected\x18\x04 \x01(\x03\x12\x15\n\rfailed_actual\x18\x05 \x01(\x03\x12\x13\n\x0bleader_hint\x18\x06 \x01(\t\"\xc7\x01\n\x0bWriteResult\x12(\n\x03put\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.PutResponseH\x00\x12.\n\x06\x64\x65lete\x18\x02 \x01(\x0b\x32\x1c.shardlite.v1.DeleteResponseH\x00\x12,\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1b.shardlite.v1.BatchResponseH\x00\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x15.shardlite.v1.OpErrorH\x00\x42\x08\n\x06result\"@\n\x12MultiWriteResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.shardlite.v1.WriteResult\"9\n\x0fMultiGetRequest\x12&\n\x04gets\x18\x01 \x03(\x0b\x32\x18.shardlite.v1.GetRequest\"g\n\tGetResult\x12(\n\x03get\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.GetResponseH\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.shardlite.v1.OpErrorH\x00\x42\x08\n\x06result\"<\n\x10MultiGetResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.shardlite.v1.GetResult\"\x0f\n\rBackupRequest\"r\n\x0b\x42\x61\x63kupChunk\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0clast_of_file\x18\x05 \x01(\x08\x12\x11\n\tfile_size\x18\x06 \x01(\x04J\x04\x08\x02\x10\x03R\x04path*1\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\x10\n\x0cSERIALIZABLE\x10\x01*N\n\x07Outcome\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\x14\n\x10\x43ONDITION_FAILED\x10\x02\x12\x0b\n\x07INVALID\x10\x03\x32\xd2\x05\n\x02KV\x12:\n\x03Put\x12\x18.shardlite.v1.PutRequest\x1a\x19.shardlite.v1.PutResponse\x12:\n\x03Get\x12\x18.shardlite.v1.GetRequest\x1a\x19.shardlite.v1.GetResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.shardlite.v1.DeleteRequest\x1a\x1c.shardlite.v1.DeleteResponse\x12@\n\x05\x42\x61tch\x12\x1a.shardlite.v1.BatchRequest\x1a\x1b.shardlite.v1.BatchResponse\x12?\n\x04List\x12\x19.shardlite.v1.ListRequest\x1a\x1a.shardlite.v1.ListResponse0\x01\x12[\n\x0eListNamespaces\x12#.shardlite.v1.ListNamespacesRequest\x1a$.shardlite.v1.ListNamespacesResponse\x12N\n\tSubscribe\x12\x1e.shardlite.v1.SubscribeRequest\x1a\x1f.shardlite.v1.SubscribeResponse0\x01\x12\x43\n\x06Status\x12\x1b.shardlite.v1.StatusRequest\x1a\x1c.shardlite.v1.StatusResponse\x12O\n\nMultiWrite\x12\x1f.shardlite.v1.MultiWriteRequest\x1a .shardlite.v1.MultiWriteResponse\x12I\n\x08MultiGet\x12\x1d.shardlite.v1.MultiGetRequest\x1a\x1e.shardlite.v1.MultiGetResponse2Q\n\x0bMaintenance\x12\x42\n\x06\x42\x61\x63kup\x12\x1b.shardlite.v1.BackupRequest\x1a\x19.shardlite.v1.BackupChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0eproto/kv.proto\x12\x0cshardlite.v1\x1a\x11proto/frame.proto\"\xa9\x01\n\nPutRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\x0c\x12\x1d\n\x10\x65xpected_version\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12+\n\nrequest_id\x18\x06 \x01(\x0b\x32\x17.shardlite.v1.RequestIdB\x13\n\x11_expected_version\"-\n\x0bPutResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x03\"i\n\nGetRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12.\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x19.shardlite.v1.Consistency\"<\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\x9d\x01\n\rDeleteRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12+\n\nrequest_id\x18\x05 \x01(\x0b\x32\x17.shardlite.v1.RequestIdB\x13\n\x11_expected_version\"0\n\x0e\x44\x65leteResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\xa7\x01\n\x0c\x42\x61tchRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x1d\n\x03ops\x18\x03 \x03(\x0b\x32\x10.shardlite.v1.Op\x12+\n\nconditions\x18\x04 \x03(\x0b\x32\x17.shardlite.v1.Condition\x12+\n\nrequest_id\x18\x05 \x01(\x0b\x32\x17.shardlite.v1.RequestId\"G\n\rBatchResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\'\n\x07results\x18\x02 \x03(\x0b\x32\x16.shardlite.v1.OpResult\"\x91\x01\n\x0bListRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x13\n\x0bstart_after\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\x12.\n\x0b\x63onsistency\x18\x06 \x01(\x0e\x32\x19.shardlite.v1.Consistency\"7\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x03\"5\n\x0cListResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.shardlite.v1.KeyValue\"$\n\x15ListNamespacesRequest\x12\x0b\n\x03org\x18\x01 \x01(\t\",\n\x16ListNamespacesResponse\x12\x12\n\nnamespaces\x18\x01 \x03(\t\"W\n\x10SubscribeRequest\x12\x12\n\nfrom_index\x18\x01 \x01(\x04\x12\x0c\n\x04orgs\x18\x02 \x03(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\"\x99\x01\n\x11SubscribeResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\"\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x13.shardlite.v1.Frame\x12&\n\x07outcome\x18\x03 \x01(\x0e\x32\x15.shardlite.v1.Outcome\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.shardlite.v1.FrameResult\"\x0f\n\rStatusRequest\"\x84\x02\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nreplicator\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\t\x12\x15\n\rapplied_index\x18\x05 \x01(\x04\x12\x13\n\x0bopen_shards\x18\x06 \x01(\r\x12\x10\n\x08\x64\x61ta_dir\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x0c\n\x04term\x18\t \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\n \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\x0b \x01(\x04\x12\x0f\n\x07members\x18\x0c \x03(\t\x12\x16\n\x0eleader_address\x18\r \x01(\t\"\x9c\x01\n\x0cWriteRequest\x12\'\n\x03put\x18\x01 \x01(\x0b\x32\x18.shardlite.v1.PutRequestH\x00\x12-\n\x06\x64\x65lete\x18\x02 \x01(\x0b\x32\x1b.shardlite.v1.DeleteRequestH\x00\x12+\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1a.shardlite.v1.BatchRequestH\x00\x42\x07\n\x05write\"?\n\x11MultiWriteRequest\x12*\n\x06writes\x18\x01 \x03(\x0b\x32\x1a.shardlite.v1.WriteRequest\"\x81\x01\n\x07OpError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\nfailed_key\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61iled_expected\x18\x04 \x01(\x03\x12\x15\n\rfailed_actual\x18\x05 \x01(\x03\x12\x13\n\x0bleader_hint\x18\x06 \x01(\t\"\xc7\x01\n\x0bWriteResult\x12(\n\x03put\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.PutResponseH\x00\x12.\n\x06\x64\x65lete\x18\x02 \x01(\x0b\x32\x1c.shardlite.v1.DeleteResponseH\x00\x12,\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1b.shardlite.v1.BatchResponseH\x00\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x15.shardlite.v1.OpErrorH\x00\x42\x08\n\x06result\"@\n\x12MultiWriteResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.shardlite.v1.WriteResult\"9\n\x0fMultiGetRequest\x12&\n\x04gets\x18\x01 \x03(\x0b\x32\x18.shardlite.v1.GetRequest\"g\n\tGetResult\x12(\n\x03get\x18\x01 \x01(\x0b\x32\x19.shardlite.v1.GetResponseH\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.shardlite.v1.OpErrorH\x00\x42\x08\n\x06result\"<\n\x10MultiGetResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.shardlite.v1.GetResult\"\x0f\n\rBackupRequest\"r\n\x0b\x42\x61\x63kupChunk\x12\x10\n\x08manifest\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0clast_of_file\x18\x05 \x01(\x08\x12\x11\n\tfile_size\x18\x06 \x01(\x04J\x04\x08\x02\x10\x03R\x04path*1\n\x0b\x43onsistency\x12\x10\n\x0cLINEARIZABLE\x10\x00\x12\x10\n\x0cSERIALIZABLE\x10\x01*N\n\x07Outcome\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x00\x12\x0b\n\x07\x41PPLIED\x10\x01\x12\x14\n\x10\x43ONDITION_FAILED\x10\x02\x12\x0b\n\x07INVALID\x10\x03\x32\xd2\x05\n\x02KV\x12:\n\x03Put\x12\x18.shardlite.v1.PutRequest\x1a\x19.shardlite.v1.PutResponse\x12:\n\x03Get\x12\x18.shardlite.v1.GetRequest\x1a\x19.shardlite.v1.GetResponse\x12\x43\n\x06\x44\x65lete\x12\x1b.shardlite.v1.DeleteRequest\x1a\x1c.shardlite.v1.DeleteResponse\x12@\n\x05\x42\x61tch\x12\x1a.shardlite.v1.BatchRequest\x1a\x1b.shardlite.v1.BatchResponse\x12?\n\x04List\x12\x19.shardlite.v1.ListRequest\x1a\x1a.shardlite.v1.ListResponse0\x01\x12[\n\x0eListNamespaces\x12#.shardlite.v1.ListNamespacesRequest\x1a$.shardlite.v1.ListNamespacesResponse\x12N\n\tSubscribe\x12\x1e.shardlite.v1.SubscribeRequest\x1a\x1f.shardlite.v1.SubscribeResponse0\x01\x12\x43\n\x06Status\x12\x1b.shardlite.v1.StatusRequest\x1a\x1c.shardlite.v1.StatusResponse\x12O\n\nMultiWrite\x12\x1f.shardlite.v1.MultiWriteRequest\x1a .shardlite.v1.MultiWriteResponse\x12I\n\x08MultiGet\x12\x1d.shardlite.v1.MultiGetRequest\x1a\x1e.shardlite.v1.MultiGetResponse2Q\n\x0bMaintenance\x12\x42\n\x06\x42\x61\x63kup\x12\x1b.shardlite.v1.BackupRequest\x1a\x19.shardlite.v1.BackupChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.kv_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONSISTENCY']._serialized_start=2695
-  _globals['_CONSISTENCY']._serialized_end=2744
-  _globals['_OUTCOME']._serialized_start=2746
-  _globals['_OUTCOME']._serialized_end=2824
+  _globals['_CONSISTENCY']._serialized_start=2744
+  _globals['_CONSISTENCY']._serialized_end=2793
+  _globals['_OUTCOME']._serialized_start=2795
+  _globals['_OUTCOME']._serialized_end=2873
   _globals['_PUTREQUEST']._serialized_start=52
   _globals['_PUTREQUEST']._serialized_end=221
   _globals['_PUTRESPONSE']._serialized_start=223
@@ -63,35 +63,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNAMESPACESRESPONSE']._serialized_start=1190
   _globals['_LISTNAMESPACESRESPONSE']._serialized_end=1234
   _globals['_SUBSCRIBEREQUEST']._serialized_start=1236
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1274
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1277
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1430
-  _globals['_STATUSREQUEST']._serialized_start=1432
-  _globals['_STATUSREQUEST']._serialized_end=1447
-  _globals['_STATUSRESPONSE']._serialized_start=1450
-  _globals['_STATUSRESPONSE']._serialized_end=1710
-  _globals['_WRITEREQUEST']._serialized_start=1713
-  _globals['_WRITEREQUEST']._serialized_end=1869
-  _globals['_MULTIWRITEREQUEST']._serialized_start=1871
-  _globals['_MULTIWRITEREQUEST']._serialized_end=1934
-  _globals['_OPERROR']._serialized_start=1937
-  _globals['_OPERROR']._serialized_end=2066
-  _globals['_WRITERESULT']._serialized_start=2069
-  _globals['_WRITERESULT']._serialized_end=2268
-  _globals['_MULTIWRITERESPONSE']._serialized_start=2270
-  _globals['_MULTIWRITERESPONSE']._serialized_end=2334
-  _globals['_MULTIGETREQUEST']._serialized_start=2336
-  _globals['_MULTIGETREQUEST']._serialized_end=2393
-  _globals['_GETRESULT']._serialized_start=2395
-  _globals['_GETRESULT']._serialized_end=2498
-  _globals['_MULTIGETRESPONSE']._serialized_start=2500
-  _globals['_MULTIGETRESPONSE']._serialized_end=2560
-  _globals['_BACKUPREQUEST']._serialized_start=2562
-  _globals['_BACKUPREQUEST']._serialized_end=2577
-  _globals['_BACKUPCHUNK']._serialized_start=2579
-  _globals['_BACKUPCHUNK']._serialized_end=2693
-  _globals['_KV']._serialized_start=2827
-  _globals['_KV']._serialized_end=3549
-  _globals['_MAINTENANCE']._serialized_start=3551
-  _globals['_MAINTENANCE']._serialized_end=3632
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1323
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1326
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1479
+  _globals['_STATUSREQUEST']._serialized_start=1481
+  _globals['_STATUSREQUEST']._serialized_end=1496
+  _globals['_STATUSRESPONSE']._serialized_start=1499
+  _globals['_STATUSRESPONSE']._serialized_end=1759
+  _globals['_WRITEREQUEST']._serialized_start=1762
+  _globals['_WRITEREQUEST']._serialized_end=1918
+  _globals['_MULTIWRITEREQUEST']._serialized_start=1920
+  _globals['_MULTIWRITEREQUEST']._serialized_end=1983
+  _globals['_OPERROR']._serialized_start=1986
+  _globals['_OPERROR']._serialized_end=2115
+  _globals['_WRITERESULT']._serialized_start=2118
+  _globals['_WRITERESULT']._serialized_end=2317
+  _globals['_MULTIWRITERESPONSE']._serialized_start=2319
+  _globals['_MULTIWRITERESPONSE']._serialized_end=2383
+  _globals['_MULTIGETREQUEST']._serialized_start=2385
+  _globals['_MULTIGETREQUEST']._serialized_end=2442
+  _globals['_GETRESULT']._serialized_start=2444
+  _globals['_GETRESULT']._serialized_end=2547
+  _globals['_MULTIGETRESPONSE']._serialized_start=2549
+  _globals['_MULTIGETRESPONSE']._serialized_end=2609
+  _globals['_BACKUPREQUEST']._serialized_start=2611
+  _globals['_BACKUPREQUEST']._serialized_end=2626
+  _globals['_BACKUPCHUNK']._serialized_start=2628
+  _globals['_BACKUPCHUNK']._serialized_end=2742
+  _globals['_KV']._serialized_start=2876
+  _globals['_KV']._serialized_end=3598
+  _globals['_MAINTENANCE']._serialized_start=3600
+  _globals['_MAINTENANCE']._serialized_end=3681
 # @@protoc_insertion_point(module_scope)

@@ -418,16 +418,38 @@ class SubscribeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FROM_INDEX_FIELD_NUMBER: _builtins.int
+    ORGS_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
     from_index: _builtins.int
-    """First index to stream; 0 = only frames committed from now on."""
+    """First index to stream; 0 = only frames committed from now on. To resume,
+    send the last index received + 1.
+    """
+    namespace: _builtins.str
+    """Only frames of this namespace; "" = every namespace."""
+    prefix: _builtins.str
+    """Only ops on keys starting with this (etcd's watch by prefix): a frame's ops,
+    their results and its conditions are narrowed to such keys, and a frame with
+    no op on such a key is not sent.
+    """
+    @_builtins.property
+    def orgs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only frames of these orgs ("" is the default org). Empty: every org -- with
+        authentication on, every org the token may read; naming an org outside the
+        token is PERMISSION_DENIED.
+        """
+
     def __init__(
         self,
         *,
         from_index: _builtins.int = ...,
+        orgs: _abc.Iterable[_builtins.str] | None = ...,
+        namespace: _builtins.str = ...,
+        prefix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_index", b"from_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_index", b"from_index", "namespace", b"namespace", "orgs", b"orgs", "prefix", b"prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
