@@ -240,6 +240,9 @@ def write_tokens(path: Path, document: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+_GONE = (-1, -1, -1)  # the signature of a file that cannot be read
+
+
 class TokenFile:
     """The tokens of one file, read again when the file changes."""
 
@@ -247,6 +250,7 @@ class TokenFile:
         self.path = path
         self._clock = clock
         self._signature = self._stat()
+        self._refused: tuple[int, int, int] | None = None  # a version that did not parse
         self.entries = parse_tokens(self._read(), str(path))
         self._next_check = clock() + RELOAD_CHECK_SECONDS
         if not self.entries:
@@ -275,16 +279,27 @@ class TokenFile:
     def _maybe_reload(self) -> None:
         try:
             signature = self._stat()
-            if signature == self._signature:
-                return
+        except TokenFileError as exc:
+            self._refuse(_GONE, exc)
+            return
+        if signature in (self._signature, self._refused):
+            return
+        try:
             entries = parse_tokens(self._read(), str(self.path))
         except TokenFileError as exc:
-            # Keep serving the tokens we have rather than lock everyone out.
-            log.error("tokens file not reloaded, the previous tokens stay in force: %s", exc)
+            self._refuse(signature, exc)
             return
         self._signature = signature
+        self._refused = None
         self.entries = entries
         log.info("tokens file %s reloaded: %d tokens", self.path, len(entries))
+
+    def _refuse(self, signature: tuple[int, int, int], exc: TokenFileError) -> None:
+        """Keep serving the tokens we have rather than lock everyone out; say
+        so once per version of the file."""
+        if signature != self._refused:
+            log.error("tokens file not reloaded, the previous tokens stay in force: %s", exc)
+        self._refused = signature
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Grant:
         values = [value for key, value in metadata if key == METADATA_KEY]
