@@ -26,10 +26,9 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from node import cli_data
-from node.cli_output import b64, emit, error, wants_json
-from node import token_cli
+from node import cli_data, token_cli
 from node.bearer import channel_with_token
+from node.cli_output import b64, emit, error, wants_json
 from node.client import (
     LINEARIZABLE,
     SERIALIZABLE,
@@ -265,6 +264,12 @@ def _node_parser(sub: Any) -> None:
         help="entries kept before a snapshot for slow followers",
     )
     p.add_argument(
+        "--max-pending-proposals",
+        type=int,
+        default=None,
+        help="writes waiting to commit past which new ones get RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
         "--auth-tokens",
         type=Path,
         default=None,
@@ -323,6 +328,7 @@ def _run_node(args: argparse.Namespace) -> int:
         propose_timeout=args.propose_timeout,
         snapshot_entries=args.snapshot_entries,
         snapshot_catchup_entries=args.snapshot_catchup_entries,
+        max_pending_proposals=args.max_pending_proposals,
         auth_tokens=args.auth_tokens,
         join_token=args.join_token,
         stream_stall_seconds=args.stream_stall_seconds,

@@ -79,6 +79,10 @@ class NodeConfig:
     # Raft §7: snapshot after this many applied entries; keep this many before it.
     snapshot_entries: int = 10_000
     snapshot_catchup_entries: int = 5_000
+    # Proposals waiting to be durable (noop) or committed (Raft) on this node;
+    # past it a write is refused RESOURCE_EXHAUSTED at once. None: the
+    # replicator's default (noop 65,536, Raft 10,000).
+    max_pending_proposals: int | None = None
     # Bearer tokens scoped to orgs (node/auth.py); None: no authentication.
     auth_tokens: Path | None = None
     # The admin token this node sends when it joins a cluster that has auth on.

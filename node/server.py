@@ -103,6 +103,7 @@ def build_replicator(
                 catchup_entries=config.snapshot_catchup_entries,
                 restore_index=restored_index,
                 restore_dir=restore_dir,
+                **_pending_bound("max_pending_proposals", config),
             ),
             state_machine,
             on_fatal=on_fatal,
@@ -115,7 +116,14 @@ def build_replicator(
         max_frame_bytes=config.max_request_bytes,
         first_index=restored_index + 1,
         on_fatal=on_fatal,
+        **_pending_bound("max_pending", config),
     )
+
+
+def _pending_bound(name: str, config: NodeConfig) -> dict[str, int]:
+    """--max-pending-proposals under the replicator's own name, if it was given."""
+    bound = config.max_pending_proposals
+    return {} if bound is None else {name: bound}
 
 
 class DataDirMismatch(Exception):
