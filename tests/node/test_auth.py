@@ -24,10 +24,10 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from node import auth
+from node import auth, certs
 from node.async_client import AsyncClient
 from node.bearer import metadata
-from node.client import Client, ClientError
+from node.client import Client, ClientError, tls_credentials
 from proto import frame_pb2, kv_pb2, raft_pb2
 from tests.harness import NodeProcess, wait_until
 from tests.node.auth_tokens import Tokens, standard_tokens
@@ -489,3 +489,43 @@ def test_no_token_ever_reaches_the_log(secured: tuple[NodeProcess, Tokens]) -> N
     for token in [*tokens.tokens.values(), wrong]:
         assert token not in log
         assert token[len(auth.TOKEN_PREFIX) :][:12] not in log
+
+
+def test_tokens_travel_over_tls_too(tmp_path: Path) -> None:
+    """Tokens and TLS together: TLS says who the node is and hides the token
+    on the wire; the token says what the caller may do."""
+    pki = tmp_path / "pki"
+    certs.issue(pki, "n1", ["127.0.0.1"])
+    tokens = standard_tokens(tmp_path / "tokens.json")
+    node = NodeProcess(
+        data_dir=tmp_path / "n1",
+        args=[
+            "--auth-tokens", str(tokens.path),
+            "--tls-cert", str(pki / "n1.pem"), "--tls-key", str(pki / "n1.key"),
+        ],
+        log_path=tmp_path / "n1.log",
+    )  # fmt: skip
+    try:
+        node.start()
+        credentials = tls_credentials(pki / "ca.pem")
+        with Client(node.endpoint, credentials=credentials, token=tokens["alpha"], org="a") as c:
+            assert c.put("k", b"tls").version > 0
+            with pytest.raises(ClientError) as denied:
+                c.get("k", org="b")
+            assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+        with Client(node.endpoint, credentials=credentials, org="a") as anonymous:
+            with pytest.raises(ClientError) as refused:
+                anonymous.get("k")
+            assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+        async def run() -> None:
+            async with AsyncClient(
+                node.endpoint, credentials=credentials, token=tokens["reader"], org="a"
+            ) as kv:
+                entry = await kv.get("k")
+                assert entry is not None
+                assert entry.value == b"tls"
+
+        asyncio.run(run())
+    finally:
+        node.kill()
