@@ -5,6 +5,7 @@ RESOURCE_EXHAUSTED and can resume where it was."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import grpc
 import pytest
 
 from node import service as service_module
+from node.async_client import AsyncClient
 from node.bearer import metadata
 from node.client import Client, ClientError, Condition, Delete, Put
 from node.config import NodeConfig
@@ -269,3 +271,27 @@ def test_a_stalled_subscriber_is_dropped_and_resumes_where_it_was(
         assert got + rest == writes
     finally:
         node.stop()
+
+
+def test_the_async_client_subscribes_with_its_token_and_filters(
+    secured: tuple[NodeProcess, Tokens],
+) -> None:
+    node, tokens = secured
+    with Client(node.endpoint, token=tokens["wide"], namespace="async-sub") as wide:
+        start = wide.put("user/1", b"b", org="b").index
+        wide.put("other", b"a", org="a")
+        last = wide.put("user/2", b"a", org="a").index
+
+    async def run() -> list[kv_pb2.SubscribeResponse]:
+        async with AsyncClient(node.endpoint, token=tokens["alpha"]) as kv:
+            seen = []
+            async for event in kv.events(start, namespace="async-sub", prefix="user/"):
+                seen.append(event)
+                if event.index >= last:
+                    return seen
+        raise AssertionError("the stream ended")
+
+    events = asyncio.run(asyncio.wait_for(run(), 30))
+    assert [(e.index, e.frame.org, e.frame.ops[0].put.key) for e in events] == [
+        (last, "a", "user/2")
+    ]
