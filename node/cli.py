@@ -515,7 +515,7 @@ def _namespaces(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     if args.cluster:
-        rows = cluster_status(args.endpoint, args.timeout, _credentials(args))
+        rows = cluster_status(args.endpoint, args.timeout, _credentials(args), args.token)
         emit(args, render_table(rows), [r.as_dict() for r in rows])
         return 0 if all(r.health == "SERVING" for r in rows) else 1
     with _client(args) as c:

@@ -45,13 +45,18 @@ def _health(address: str, timeout: float, credentials: grpc.ChannelCredentials |
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def _ask(row: MemberRow, timeout: float, credentials: grpc.ChannelCredentials | None) -> MemberRow:
+def _ask(
+    row: MemberRow,
+    timeout: float,
+    credentials: grpc.ChannelCredentials | None,
+    token: str | None = None,
+) -> MemberRow:
     if not row.address:
         row.health = "UNKNOWN (client address not known)"
         return row
     row.health = _health(row.address, timeout, credentials)
     try:
-        with Client(row.address, timeout=timeout, credentials=credentials) as c:
+        with Client(row.address, timeout=timeout, credentials=credentials, token=token) as c:
             s = c.status()
     except ClientError:
         row.role = "unreachable"
@@ -63,23 +68,26 @@ def _ask(row: MemberRow, timeout: float, credentials: grpc.ChannelCredentials | 
 
 
 def cluster_status(
-    endpoint: str, timeout: float, credentials: grpc.ChannelCredentials | None = None
+    endpoint: str,
+    timeout: float,
+    credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
 ) -> list[MemberRow]:
     """One row per member of the cluster `endpoint` belongs to (just that node
-    when it runs alone)."""
-    with Client(endpoint, timeout=timeout, credentials=credentials) as c:
+    when it runs alone). With tokens on, `token` must be an admin's (Members)."""
+    with Client(endpoint, timeout=timeout, credentials=credentials, token=token) as c:
         own = c.status()
         if own.replicator == "noop":
-            return [_ask(MemberRow(own.node_id, endpoint), timeout, credentials)]
+            return [_ask(MemberRow(own.node_id, endpoint), timeout, credentials, token)]
         members = list(c.members().members)
     addresses = {m.name: m.client_address for m in members}
     if not all(addresses.values()) and own.leader_address not in ("", endpoint):
-        with Client(own.leader_address, timeout=timeout, credentials=credentials) as c:
+        with Client(own.leader_address, timeout=timeout, credentials=credentials, token=token) as c:
             known = {m.name: m.client_address for m in c.members().members}
         addresses = {name: a or known.get(name, "") for name, a in addresses.items()}
     rows = [MemberRow(m.name, addresses[m.name]) for m in members]
     with ThreadPoolExecutor(max_workers=min(8, len(rows))) as pool:
-        rows = list(pool.map(lambda r: _ask(r, timeout, credentials), rows))
+        rows = list(pool.map(lambda r: _ask(r, timeout, credentials, token), rows))
     commit = max((r.commit_index for r in rows), default=0)
     for r in rows:
         if r.term or r.applied_index:

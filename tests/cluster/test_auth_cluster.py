@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from node.client import SERIALIZABLE, Client, ClientError
+from node.cluster_status import cluster_status
 from tests.cluster.conftest import FAST
 from tests.harness import LocalCluster, NodeProcess, free_ports, wait_until
 from tests.node.auth_tokens import Tokens, standard_tokens
@@ -65,6 +66,13 @@ def test_orgs_are_checked_where_the_client_calls_and_admin_relays_carry_the_toke
     with cluster.client(follower, token=tokens["admin"], timeout=30) as admin:
         assert admin.transfer_leader(follower) == follower
         assert {m.name for m in admin.members().members} == set(cluster.nodes)
+
+    # status --cluster asks every member with the token it was given.
+    rows = cluster_status(cluster.addresses[follower], 10, token=tokens["admin"])
+    # (A member whose client address the node asked does not know yet has no
+    # role; one that refused the token would say "unreachable".)
+    assert "leader" in {r.role for r in rows}
+    assert "unreachable" not in {r.role for r in rows}
 
     # Joining needs an admin token: none is refused at once, with the reason.
     port = free_ports(2)

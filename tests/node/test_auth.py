@@ -362,7 +362,7 @@ def test_the_cli_sends_the_token_from_its_flag_or_the_environment(
         env={**_env(), "SHARDLITE_TOKEN": tokens["reader"]},
     )
     assert got.returncode == 0, got.stderr
-    assert got.stdout == "value\n"
+    assert got.stdout == "value"
     refused = subprocess.run(
         [*base, "get", *where, "key"], capture_output=True, text=True, timeout=60, env=_env()
     )
