@@ -57,6 +57,7 @@ from node.client import (
     WriteResult,
     incarnation_id,
     make_error,
+    trailer_dict,
 )
 from node.endpoints import Endpoints, Route, read_route
 from proto import frame_pb2, kv_pb2, kv_pb2_grpc
@@ -97,8 +98,7 @@ def _op_error(error: kv_pb2.OpError) -> ClientError:
 
 
 def _rpc_error(exc: grpc.aio.AioRpcError) -> ClientError:
-    trailers: Any = exc.trailing_metadata() or ()
-    return make_error(exc.code(), exc.details() or "", {str(k): str(v) for k, v in trailers})
+    return make_error(exc.code(), exc.details() or "", trailer_dict(exc.trailing_metadata()))
 
 
 def _hint(exc: grpc.aio.AioRpcError) -> str:

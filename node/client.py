@@ -164,10 +164,22 @@ def _int(text: str | None) -> int:
         return 0
 
 
+def trailer_dict(metadata: Any) -> dict[str, str]:
+    """Trailing metadata as text: a `-bin` trailer (bytes) under its name
+    without the suffix, decoded from UTF-8 (the condition's key goes so)."""
+    trailers: dict[str, str] = {}
+    for key, value in metadata or ():
+        if isinstance(value, bytes):
+            trailers[str(key).removesuffix("-bin")] = value.decode("utf-8", "replace")
+        else:
+            trailers.setdefault(str(key), str(value))
+    return trailers
+
+
 def _error(exc: grpc.RpcError) -> ClientError:
     if not isinstance(exc, grpc.Call):
         return ClientError(grpc.StatusCode.UNKNOWN, str(exc))
-    trailers = {str(k): str(v) for k, v in exc.trailing_metadata() or ()}
+    trailers = trailer_dict(exc.trailing_metadata())
     return _make_error(exc.code(), exc.details() or "", trailers)
 
 

@@ -87,17 +87,27 @@ def op_error(exc: Exception) -> kv_pb2.OpError:
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
     code, message, hint = status_for(exc)
-    trailers: list[tuple[str, str]] = [(LEADER_METADATA_KEY, hint)] if hint else []
+    trailers: list[tuple[str, str | bytes]] = [(LEADER_METADATA_KEY, hint)] if hint else []
     if isinstance(exc, errors.ConditionFailed):
         # Which condition, so a client can say it without parsing the message.
+        # Metadata text must be printable ASCII (a key with a control character
+        # or a non-ASCII letter made the whole answer INTERNAL "Invalid
+        # metadata"): the key always goes as UTF-8 bytes in the -bin trailer,
+        # and as text too when it can.
+        trailers.append(("shardlite-condition-key-bin", exc.key.encode("utf-8")))
+        if _printable_ascii(exc.key):
+            trailers.append(("shardlite-condition-key", exc.key))
         trailers += [
-            ("shardlite-condition-key", exc.key),
             ("shardlite-condition-expected", str(exc.expected)),
             ("shardlite-condition-actual", str(exc.actual)),
         ]
     if trailers:
         context.set_trailing_metadata(tuple(trailers))
     await context.abort(code, message)
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(" " <= char <= "~" for char in text)
 
 
 def _parse(message_type: type[Message], raw: bytes) -> Message | None:

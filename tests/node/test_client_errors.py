@@ -30,6 +30,19 @@ def test_a_lost_compare_and_set_names_the_key_and_its_current_version(
     assert lost.value.expected == written.version + 1000
 
 
+@pytest.mark.parametrize("key", ["tab\there", "caf\u00e9", "ctl\x01\x01x", "line\nbreak"])
+def test_a_lost_compare_and_set_on_a_key_metadata_cannot_carry_is_still_a_condition(
+    shared_node: NodeProcess, key: str
+) -> None:
+    """gRPC metadata text is printable ASCII only: the key travels as UTF-8 in
+    a -bin trailer (it used to turn the answer into INTERNAL "Invalid metadata")."""
+    with shared_node.client(namespace="errors") as client:
+        written = client.put(key, b"1")
+        with pytest.raises(ConditionFailedError) as lost:
+            client.put(key, b"2", expected_version=0)
+    assert (lost.value.key, lost.value.actual) == (key, written.version)
+
+
 def test_the_async_client_names_them_too(shared_node: NodeProcess) -> None:
     async def run() -> int:
         async with AsyncClient(shared_node.endpoint, namespace="errors") as client:
