@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -126,6 +126,7 @@ class Mirror:
     def index(self) -> int:
         """The index the copy is at: it holds every write committed up to it."""
         with self._changed:
+            self._check_open()
             return self._index
 
     def get(self, key: str) -> bytes | None:
@@ -154,6 +155,7 @@ class Mirror:
         until the first copy is built."""
         deadline = time.monotonic() + timeout
         with self._changed:
+            self._check_open()
             while not (self._built and self._index >= index):
                 self._check_open()
                 remaining = deadline - time.monotonic()
@@ -227,7 +229,7 @@ class Mirror:
             building = None
         while not self._closed.is_set():
             try:
-                for reply in client.events(at + 1, timeout=self._window):
+                for reply in self._subscribe(at + 1):
                     if self._closed.is_set():
                         return
                     at = reply.index
@@ -247,6 +249,10 @@ class Mirror:
             if building is not None:
                 return  # a1 was no frame and nothing came since: read again
             # The window ended: reopen from the next index.
+
+    def _subscribe(self, from_index: int) -> Iterator[kv_pb2.SubscribeResponse]:
+        """The committed frames from `from_index`, for one window."""
+        return self._client.events(from_index, timeout=self._window)
 
     def _publish(self, copy: dict[str, Entry], index: int) -> None:
         with self._changed:

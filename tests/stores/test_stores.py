@@ -212,7 +212,7 @@ def test_a_closed_store_fails_every_call(client: Client, namespace: str) -> None
         lambda: [*positions.names()],
         lambda: memory.save(me, {}),
         lambda: memory.load(me),
-        lambda: memory.update(me, dict),
+        lambda: memory.update(me, lambda state: {}),
         lambda: memory.delete(me),
         lambda: [*memory.identities()],
     ]
@@ -346,7 +346,12 @@ def test_memory_store_under_128_threads(
         store.save(mine, {"n": n, "turns": []})
         stress.step()
         for turn in range(2):
-            store.update(mine, lambda s, t=turn: {**(s or {}), "turns": [*(s or {})["turns"], t]})
+
+            def add(state: dict[str, Any] | None, turn: int = turn) -> dict[str, Any]:
+                assert state is not None
+                return {**state, "turns": [*state["turns"], turn]}
+
+            store.update(mine, add)
             stress.step()
         store.update(shared[n % 8], lambda s: {"who": sorted([*(s or {}).get("who", []), n])})
         stress.step()
