@@ -1,4 +1,4 @@
-"""Every Python example in README.md and docs/client.md runs as written against
+"""Every Python example in README.md, docs/client.md and docs/stores.md runs as written against
 a real 3-node cluster (its client addresses in SHARDLITE_ENDPOINTS)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from tests.harness import LocalCluster, running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "docs" / "client.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "client.md", ROOT / "docs" / "stores.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
