@@ -114,6 +114,9 @@ class Store:
                 if schema == self.schema_version:
                     return self.schema_version
                 self._migrate_records(schema)
+            elif self.schema_version > 1:
+                # Records written with migrate=False before any mark: move them too.
+                self._migrate_records(1)
             try:
                 self._client.put(
                     self._schema_key,

@@ -201,7 +201,9 @@ class Mirror:
             try:
                 self._rebuild_and_follow()
                 backoff = FIRST_BACKOFF
-            except (ClientError, grpc.RpcError, _Resync) as exc:
+            except Exception as exc:
+                # The node's errors (ClientError), a frame of unknown outcome
+                # (_Resync), anything else: never a follower that stops.
                 self.error = exc
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)

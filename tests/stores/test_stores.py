@@ -375,3 +375,16 @@ def test_a_failed_compare_and_set_is_a_condition_error(client: Client, namespace
     with pytest.raises(ConditionFailedError):
         store.save(me, {"a": 2}, expected_version=0)
     store.save(me, {"a": 2}, expected_version=version)
+
+
+def test_migrate_moves_records_written_before_any_mark(client: Client, namespace: str) -> None:
+    me = Identity("t", "u", "s")
+    MemoryStore(client, tenant="t", namespace=namespace, migrate=False).save(me, {"a": 1})
+
+    def add_b(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "b": 2}
+
+    v2 = MemoryStore(client, tenant="t", namespace=namespace, migrations=[add_b])
+    stored = v2.load(me)
+    assert stored is not None
+    assert (stored.state, stored.schema) == ({"a": 1, "b": 2}, 2)
