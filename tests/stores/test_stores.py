@@ -28,7 +28,7 @@ from stores import (
 )
 from stores.keys import record_key, record_parts
 from tests.harness import wait_until
-from tests.stores.conftest import Target
+from tests.stores.conftest import CALL_TIMEOUT, Cluster, Target
 
 N = 128
 
@@ -388,3 +388,46 @@ def test_migrate_moves_records_written_before_any_mark(client: Client, namespace
     stored = v2.load(me)
     assert stored is not None
     assert (stored.state, stored.schema) == ({"a": 1, "b": 2}, 2)
+
+
+def test_a_store_on_every_endpoint_rides_out_the_leader_it_talks_to_being_killed(
+    target: Target, namespace: str, heal: None
+) -> None:
+    """With a Client of every member the store's writes go to the leader; kill
+    that one mid-stress and the client moves on (same request ids)."""
+    if not isinstance(target, Cluster):
+        pytest.skip("a single node has no other member to move to")
+    cluster = target.cluster
+    with Client(list(cluster.addresses.values()), timeout=CALL_TIMEOUT) as every:
+        store = PositionStore(every, namespace=namespace)
+        done = [0]
+        lock = threading.Lock()
+        errors: list[str] = []
+
+        def work(n: int) -> None:
+            try:
+                for position in range(1, 5):
+                    store.save(f"c{n:03d}", position)
+                    with lock:
+                        done[0] += 1
+            except ClientError as exc:
+                with lock:
+                    errors.append(repr(exc))
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(N)]
+        try:
+            for t in threads:
+                t.start()
+            wait_until(lambda: done[0] >= N, 60, "a quarter of the work")
+            leader = cluster.leader()
+            assert cluster.addresses[leader] == every.endpoint
+            cluster.nodes[leader].kill()
+            with lock:
+                assert done[0] < 4 * N, "the work finished before the kill"
+        finally:
+            for t in threads:
+                t.join(120)
+        assert errors == []
+        assert done[0] == 4 * N
+        assert [*store.names()] == [f"c{n:03d}" for n in range(N)]
+        assert all(store.load(f"c{n:03d}") == (4, True) for n in range(N))
