@@ -20,7 +20,9 @@ never let a caller keep a stale handle. Kept here:
   (OUT_OF_RANGE: the log moved past the mirror; the connection broke; the
   node restarted), the mirror reads the namespace again on the node:
   Status (applied index a0), a SERIALIZABLE List (a snapshot at some index L,
-  a0 <= L <= a1), Status again (a1), then Subscribe from a0 + 1. Replaying
+  a0 <= L <= a1), Status again (its commit index a1: a shard commits a batch
+  just before the node moves its applied index, so only the commit index
+  bounds L), then Subscribe from a0 + 1. Replaying
   frames a0+1..a1 over the List gives exactly the state at a1 (each key's
   last write in that range wins either way), so the copy is published only
   once the stream has passed a1 (or at once when a0 == a1).
@@ -217,7 +219,10 @@ class Mirror:
             e.key: e
             for e in client.list(consistency=SERIALIZABLE, org=self.org, namespace=self.namespace)
         }
-        a1 = int(client.status().applied_index)
+        # The commit index, not the applied one: a shard commits a batch a
+        # moment before the node moves its applied index, so a List can see
+        # frames past the applied index read after it, never past the commit index.
+        a1 = int(client.status().commit_index)
         with self._changed:
             self.rebuilds += 1
             published = self._index
