@@ -20,8 +20,8 @@ DOCKER_BIND       ?= 127.0.0.1
 DOCKER_PORTS      ?= 7001 7002 7003
 DOCKER_WAIT       ?= 120
 DOCKER_FILE       := docker/docker-compose.yml
-# TLS on, merged over it (the docker tests run both).
-DOCKER_TLS_FILE   := docker/docker-compose.tls.yml
+# TLS and tokens on, merged over it (the docker tests run both).
+DOCKER_SECURE_FILE := docker/docker-compose.secure.yml
 # `docker compose` (v2 plugin) when it works, else docker-compose (v1, as Debian ships).
 # Worked out once, on first use.
 DOCKER_COMPOSE ?= $(eval DOCKER_COMPOSE := $$(shell if docker compose version >/dev/null 2>&1; \
@@ -87,7 +87,7 @@ docker-test: docker-build $(VENV)/.installed-test
 	@project=shardlite-test-$$(date +%s)-$$$$; \
 	echo "docker-test: compose project $$project"; \
 	trap 'docker/cleanup.sh $$project $(DOCKER_COMPOSE) -f $(DOCKER_FILE); \
-		docker/cleanup.sh $$project-tls $(DOCKER_COMPOSE) -f $(DOCKER_FILE) -f $(DOCKER_TLS_FILE)' \
+		docker/cleanup.sh $$project-secure $(DOCKER_COMPOSE) -f $(DOCKER_FILE) -f $(DOCKER_SECURE_FILE)' \
 		INT TERM; \
 	SHARDLITE_TEST_PROJECT=$$project SHARDLITE_TEST_IMAGE=$(DOCKER_IMAGE) \
 	SHARDLITE_TEST_BASE_IMAGE=$(DOCKER_BASE) \
@@ -95,6 +95,6 @@ docker-test: docker-build $(VENV)/.installed-test
 		$(BIN)/pytest tests/docker -p no:cacheprovider --timeout 420 $(PYTEST_ARGS); \
 	rc=$$?; \
 	docker/cleanup.sh $$project $(DOCKER_COMPOSE) -f $(DOCKER_FILE) || rc=1; \
-	docker/cleanup.sh $$project-tls $(DOCKER_COMPOSE) -f $(DOCKER_FILE) -f $(DOCKER_TLS_FILE) \
+	docker/cleanup.sh $$project-secure $(DOCKER_COMPOSE) -f $(DOCKER_FILE) -f $(DOCKER_SECURE_FILE) \
 		|| rc=1; \
 	exit $$rc

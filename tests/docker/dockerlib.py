@@ -18,7 +18,7 @@ from tests.harness import free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
-TLS_COMPOSE_FILE = ROOT / "docker" / "docker-compose.tls.yml"
+SECURE_COMPOSE_FILE = ROOT / "docker" / "docker-compose.secure.yml"
 SERVICES = ("n1", "n2", "n3")
 IMAGE = os.environ.get("SHARDLITE_TEST_IMAGE", "shardlite:latest")
 # Only used if compose decides to build (the tests run with --no-build).
