@@ -41,11 +41,16 @@ def stub(node: NodeProcess) -> kv_pb2_grpc.KVStub:
     return kv_pb2_grpc.KVStub(grpc.insecure_channel(node.endpoint))
 
 
+# The node's own bookkeeping, rewritten in the background whatever the test
+# does: the applied-index marker, and its temporary file while it is replaced.
+BOOKKEEPING = {"applied_index", "applied_index.tmp"}
+
+
 def _files(root: Path) -> set[str]:
     return {
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if "log" not in p.parts and p.name != "applied_index"
+        if "log" not in p.parts and p.name not in BOOKKEEPING
     }
 
 
