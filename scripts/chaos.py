@@ -826,6 +826,26 @@ class ChaosRun:
                 }
         return out
 
+    def streams_from_common_start(
+        self, members: list[str], last: int, attempts: int = 5
+    ) -> tuple[int, dict[str, list[tuple[int, bytes]]]]:
+        """Every member's frames up to `last`, from the first index they all
+        still hold. A member may snapshot and compact its log between the
+        status that says where it starts and the Subscribe (OUT_OF_RANGE):
+        then ask again, a few times."""
+        for attempt in range(attempts):
+            statuses = {}
+            for name in members:
+                with Client(self.cluster.addresses[name], timeout=5) as cl:
+                    statuses[name] = cl.status()
+            start = max(max(s.first_index for s in statuses.values()), 1)
+            try:
+                return start, {name: self.frames(name, start, last) for name in members}
+            except ClientError as exc:
+                if exc.code != grpc.StatusCode.OUT_OF_RANGE or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def frames(self, name: str, first: int, last: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
         with Client(self.cluster.addresses[name], timeout=30) as c:
@@ -920,12 +940,7 @@ class ChaosRun:
         final = shards[first].get(NAMESPACE, {})
 
         # Subscribe shows the same frames in the same order everywhere.
-        statuses = {}
-        for name in members:
-            with Client(self.cluster.addresses[name], timeout=5) as cl:
-                statuses[name] = cl.status()
-        start = max(max(s.first_index for s in statuses.values()), 1)
-        streams = {name: self.frames(name, start, sentinel) for name in members}
+        start, streams = self.streams_from_common_start(members, sentinel)
         for name in members[1:]:
             if streams[name] != streams[first]:
                 result.failures.append(
