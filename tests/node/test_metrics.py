@@ -142,6 +142,7 @@ def test_a_cluster_shows_replication_elections_and_snapshots(tmp_path: Path) -> 
         # The leader dies: a survivor sees an election, a new leader, a new term.
         survivor = others[0]
         before = scrape(urls[survivor])
+        old_last = value(scrape(urls[leader]), "shardlite_log_last_index")
         cluster.nodes[leader].kill()
         new_leader = cluster.leader(among=others, timeout=30)
         after = scrape(urls[survivor])
@@ -162,6 +163,16 @@ def test_a_cluster_shows_replication_elections_and_snapshots(tmp_path: Path) -> 
         with cluster.client(new_leader, timeout=10) as c:
             for i in range(60):
                 c.put(f"late{i}", b"v" * 100)
+
+        def compacted_past_the_old_leader() -> bool:
+            # The snapshot is taken in the background: wait until the new
+            # leader's log no longer holds what the old one lacks.
+            on_new = scrape(urls[new_leader])
+            last = value(on_new, "shardlite_log_last_index")
+            first = last - value(on_new, "shardlite_log_entries") + 1
+            return first > old_last + 1
+
+        wait_until(compacted_past_the_old_leader, 30, f"{new_leader} to compact past {leader}")
         cluster.nodes[leader].start()
         wait_until(
             lambda: value(scrape(urls[leader]), "shardlite_snapshots_total", kind="installed") >= 1,
