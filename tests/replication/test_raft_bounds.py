@@ -16,6 +16,7 @@ from proto import frame_pb2
 from replication.raft.replicator import RaftReplicator, RaftSettings
 from replication.raft.wal import DiskStorage
 from replication.replicator import Accepted, Rejected, RejectReason
+from tests.harness import until
 from tests.replication.local_raft import EmptyStateMachine
 
 
@@ -65,18 +66,13 @@ def test_proposals_beyond_the_bound_are_refused_at_once(
 
     async def check() -> None:
         r = RaftReplicator(single(tmp_path, **limits), EmptyStateMachine())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5
-        while not r.driver.is_leader:
-            assert loop.time() < deadline, "no leader"
-            await asyncio.sleep(0.01)
+        await until(lambda: r.driver.is_leader, 5, "a leader")
         disk.armed = True
         first = asyncio.ensure_future(r.propose(frame(0, size)))
         await asyncio.to_thread(disk.stuck.wait, 5)  # the loop is inside a stuck fsync
         waiting = [first] + [asyncio.ensure_future(r.propose(frame(n, size))) for n in (1, 2, 3)]
-        while r._pending_count < len(waiting):  # every one of them counted as pending
-            assert loop.time() < deadline, "the proposals never became pending"
-            await asyncio.sleep(0.01)
+        # Every one of them counted as pending.
+        await until(lambda: r._pending_count >= len(waiting), 5, "the proposals to be pending")
         with pytest.raises(Rejected) as full:
             await asyncio.wait_for(r.propose(frame(4, size)), 1)
         assert full.value.reason is RejectReason.QUEUE_FULL
@@ -91,11 +87,7 @@ def test_proposals_beyond_the_bound_are_refused_at_once(
 
 
 async def _lead(r: RaftReplicator) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while not r.driver.is_leader:
-        assert loop.time() < deadline, "no leader"
-        await asyncio.sleep(0.01)
+    await until(lambda: r.driver.is_leader, 5, "a leader")
 
 
 async def _snapshot_now(r: RaftReplicator) -> None:
