@@ -17,7 +17,7 @@ help:
 	@echo "make run    - start a local 3-node cluster on 127.0.0.1:7001-7003, data in $(DATA) (Ctrl-C stops it)"
 	@echo "make test   - install test tools, lint, run the whole suite"
 	@echo "make lint   - ruff, ruff format --check, mypy"
-	@echo "make proto  - regenerate proto/*_pb2*.py from proto/*.proto"
+	@echo "make proto  - regenerate the *_pb2*.py modules from proto/shardlite/v1/*.proto"
 	@echo "make sim SEEDS=N - run the Raft simulator over N seeds per cluster size"
 	@echo "make chaos DURATION=600 - every chaos scenario, checked for linearizability"
 	@echo "make bench [QUICK=1] - shardlite, etcd and a bare gRPC echo server side by side (~7 min; ~2 quick)"

@@ -20,7 +20,7 @@ src="$(mktemp -d /tmp/shardlite-src.XXXXXX)"
 trap 'rm -rf "$src" "$src.log"' EXIT
 # A copy of just what the distribution is built from: the build writes build/
 # and *.egg-info into its source tree, and this one must not be the checkout.
-tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md proto node replication |
+tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md shardlite proto node replication stores |
     tar -x -C "$src"
 
 mkdir -p "$out"

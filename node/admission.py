@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from node.errors import ResourceExhausted
-from node.lifecycle import Lifecycle
+from shardlite.node.errors import ResourceExhausted
+from shardlite.node.lifecycle import Lifecycle
 
 
 class Admission:

@@ -27,13 +27,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from node.errors import InvalidArgument, StorageError, Unavailable
-from node.frames import MAX_PROBLEM_CHARS, content_problem
-from node.shard import REQUEST_RETENTION, is_machine_fault, sync_shards
-from node.shards import ShardPathError, ShardStore
-from proto import frame_pb2, kv_pb2
-from replication.durable import crash_point, write_file_durably
-from replication.replicator import Replicator
+from shardlite.node.errors import InvalidArgument, StorageError, Unavailable
+from shardlite.node.frames import MAX_PROBLEM_CHARS, content_problem
+from shardlite.node.shard import REQUEST_RETENTION, is_machine_fault, sync_shards
+from shardlite.node.shards import ShardPathError, ShardStore
+from shardlite.replication.durable import crash_point, write_file_durably
+from shardlite.replication.replicator import Replicator
+from shardlite.v1 import frame_pb2, kv_pb2
 
 log = logging.getLogger(__name__)
 

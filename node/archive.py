@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from replication.durable import fsync_path, fsync_tree
-from replication.raft.snapshots import MANIFEST, FileEntry, SnapshotError, read_manifest
+from shardlite.replication.durable import fsync_path, fsync_tree
+from shardlite.replication.raft.snapshots import MANIFEST, FileEntry, SnapshotError, read_manifest
 
 FORMAT = "shardlite-backup"
 FORMAT_VERSION = 1

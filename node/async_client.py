@@ -40,8 +40,8 @@ from typing import Any
 
 import grpc
 
-from node import bearer
-from node.client import (
+from shardlite.node import bearer
+from shardlite.node.client import (
     CONDITION_ACTUAL,
     CONDITION_EXPECTED,
     CONDITION_KEY,
@@ -59,8 +59,8 @@ from node.client import (
     make_error,
     trailer_dict,
 )
-from node.endpoints import Endpoints, Route, read_route
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
+from shardlite.node.endpoints import Endpoints, Route, read_route
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 
 __all__ = [
     "LINEARIZABLE",

@@ -46,9 +46,9 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from node import names
-from node.bearer import METADATA_KEY as METADATA_KEY
-from node.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from shardlite.node import names
+from shardlite.node.bearer import METADATA_KEY as METADATA_KEY
+from shardlite.node.errors import InvalidArgument, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 

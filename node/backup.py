@@ -30,13 +30,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from node.archive import ArchiveError, Progress, archive_manifest, extract_archive, write_archive
-from replication.durable import fsync_tree, replace_durably, write_file_durably
-from replication.raft.snapshots import SnapshotError, seal, verify_dir
+from shardlite.node.archive import (
+    ArchiveError,
+    Progress,
+    archive_manifest,
+    extract_archive,
+    write_archive,
+)
+from shardlite.replication.durable import fsync_tree, replace_durably, write_file_durably
+from shardlite.replication.raft.snapshots import SnapshotError, seal, verify_dir
 
 if TYPE_CHECKING:
-    from node.applier import Applier
-    from node.shards import ShardStore
+    from shardlite.node.applier import Applier
+    from shardlite.node.shards import ShardStore
 
 SHARDS = "shards"
 RESTORE_DIR = "restore"

@@ -26,10 +26,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from node import cli_data, token_cli
-from node.bearer import channel_with_token
-from node.cli_output import b64, emit, error, wants_json
-from node.client import (
+from shardlite.node import cli_data, token_cli
+from shardlite.node.bearer import channel_with_token
+from shardlite.node.cli_output import b64, emit, error, wants_json
+from shardlite.node.client import (
     LINEARIZABLE,
     SERIALIZABLE,
     Client,
@@ -37,12 +37,12 @@ from node.client import (
     open_channel,
     tls_credentials,
 )
-from node.cluster_status import cluster_status, render_table
-from node.config import NodeConfig
-from node.logs import setup_logging
-from node.transfer import encode_line
-from proto import kv_pb2
-from replication.raft.members import parse_peers
+from shardlite.node.cluster_status import cluster_status, render_table
+from shardlite.node.config import NodeConfig
+from shardlite.node.logs import setup_logging
+from shardlite.node.transfer import encode_line
+from shardlite.replication.raft.members import parse_peers
+from shardlite.v1 import kv_pb2
 
 DEFAULT_ENDPOINT = "127.0.0.1:7001"
 # Modes that break the node's guarantees on purpose, for tests: a variable left
@@ -336,14 +336,14 @@ def _run_node(args: argparse.Namespace) -> int:
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
     for flag in sorted(TEST_ONLY_FLAGS):
         if env_var(flag) in os.environ:
-            logging.getLogger("node.cli").warning(
+            logging.getLogger(__name__).warning(
                 "%s is set but ignored: %s is a test-only mode, turned on by its flag only",
                 env_var(flag),
                 flag,
             )
-    from node.backup import RestoreError
-    from node.server import DataDirMismatch, FatalError, serve
-    from replication.tls import TlsError
+    from shardlite.node.backup import RestoreError
+    from shardlite.node.server import DataDirMismatch, FatalError, serve
+    from shardlite.replication.tls import TlsError
 
     try:
         asyncio.run(serve(config))
@@ -633,7 +633,7 @@ def _health(args: argparse.Namespace) -> int:
 def _faults(args: argparse.Namespace) -> int:
     import grpc
 
-    from proto import raft_pb2, raft_pb2_grpc
+    from shardlite.v1 import raft_pb2, raft_pb2_grpc
 
     def names(value: str) -> list[str]:
         return [n for n in value.split(",") if n]
@@ -759,7 +759,7 @@ def _certs_parser(sub: Any) -> None:
 
 
 def _certs(args: argparse.Namespace) -> int:
-    from node import certs
+    from shardlite.node import certs
 
     def names(value: str) -> list[str]:
         items = [n.strip() for n in value.split(",") if n.strip()]

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from node.backup import RestoreError, restore
-from node.cli_output import emit, error, wants_json
-from node.client import Client
-from node.progress import progress_bar
-from node.transfer import TransferError, export_namespace, import_namespace
+from shardlite.node.backup import RestoreError, restore
+from shardlite.node.cli_output import emit, error, wants_json
+from shardlite.node.client import Client
+from shardlite.node.progress import progress_bar
+from shardlite.node.transfer import TransferError, export_namespace, import_namespace
 
 ClientFactory = Callable[[argparse.Namespace], Client]
 # (subparsers, name, help, run) -> the parser, with the client flags added.

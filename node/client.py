@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node.bearer import channel_with_token
-from node.endpoints import FIRST_BACKOFF, MAX_BACKOFF, Endpoints, Route, read_route
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
+from shardlite.node.bearer import channel_with_token
+from shardlite.node.endpoints import FIRST_BACKOFF, MAX_BACKOFF, Endpoints, Route, read_route
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 LINEARIZABLE = kv_pb2.LINEARIZABLE
@@ -742,8 +742,8 @@ class Client:
         """Download a consistent backup of the node as the new file `out`,
         verify it, and return its index. Written atomically: a temporary file
         beside `out`, fsynced, verified, then renamed (a failure leaves no `out`)."""
-        from node.archive import ArchiveError, verify_archive
-        from replication.durable import replace_durably
+        from shardlite.node.archive import ArchiveError, verify_archive
+        from shardlite.replication.durable import replace_durably
 
         if out.exists():
             raise ValueError(f"{out} already exists: give a new file name")

@@ -8,12 +8,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from node import auth, names
-from node.errors import FailedPrecondition, InvalidArgument, Unavailable
-from node.peers import PeerChannels
-from proto import raft_pb2, raft_pb2_grpc
-from replication.raft.transport import address_problem
-from replication.replicator import Leadership, Membership, Rejected, RejectReason, Replicator
+from shardlite.node import auth, names
+from shardlite.node.errors import FailedPrecondition, InvalidArgument, Unavailable
+from shardlite.node.peers import PeerChannels
+from shardlite.replication.raft.transport import address_problem
+from shardlite.replication.replicator import (
+    Leadership,
+    Membership,
+    Rejected,
+    RejectReason,
+    Replicator,
+)
+from shardlite.v1 import raft_pb2, raft_pb2_grpc
 
 R = TypeVar("R")
 FORWARDED = "shardlite-forwarded"

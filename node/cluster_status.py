@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.client import Client, ClientError, open_channel
+from shardlite.node.client import Client, ClientError, open_channel
 
 
 @dataclass

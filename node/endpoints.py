@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import Enum
 
-from proto import kv_pb2
-from replication.raft.transport import address_problem
+from shardlite.replication.raft.transport import address_problem
+from shardlite.v1 import kv_pb2
 
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 1.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from proto import raft_pb2
-from replication.replicator import Partitioning
+from shardlite.replication.replicator import Partitioning
+from shardlite.v1 import raft_pb2
 
 
 class FaultService:

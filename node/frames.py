@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from node import names
-from node.errors import InvalidArgument
-from proto import frame_pb2
+from shardlite.node import names
+from shardlite.node.errors import InvalidArgument
+from shardlite.v1 import frame_pb2
 
 MAX_OPS = 10_000
 MAX_CONDITIONS = 1_000

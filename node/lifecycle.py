@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Awaitable, Iterator
 from typing import TypeVar
 
-from node.errors import OutcomeUnknown, Unavailable
+from shardlite.node.errors import OutcomeUnknown, Unavailable
 
 T = TypeVar("T")
 

@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from node.applier import Applier
-from node.backup import make_backup_file
-from node.errors import ResourceExhausted
-from node.shards import ShardStore
-from proto import kv_pb2
-from replication.raft.snapshots import CHUNK
+from shardlite.node.applier import Applier
+from shardlite.node.backup import make_backup_file
+from shardlite.node.errors import ResourceExhausted
+from shardlite.node.shards import ShardStore
+from shardlite.replication.raft.snapshots import CHUNK
+from shardlite.v1 import kv_pb2
 
 log = logging.getLogger(__name__)
 

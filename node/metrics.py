@@ -30,8 +30,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from replication.observer import Observer
-from replication.replicator import RejectReason
+from shardlite.replication.observer import Observer
+from shardlite.replication.replicator import RejectReason
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from node.errors import InvalidArgument
+from shardlite.node.errors import InvalidArgument
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_ORG_DIR = "_"

@@ -34,13 +34,12 @@ from typing import Protocol
 
 import grpc
 
-from node import frames
-from node.config import NodeConfig
-from node.errors import InvalidArgument, OutcomeUnknown, StorageError, Unavailable
-from node.lifecycle import Lifecycle
-from node.peers import PeerChannels
-from proto import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
-from replication.replicator import (
+from shardlite.node import frames
+from shardlite.node.config import NodeConfig
+from shardlite.node.errors import InvalidArgument, OutcomeUnknown, StorageError, Unavailable
+from shardlite.node.lifecycle import Lifecycle
+from shardlite.node.peers import PeerChannels
+from shardlite.replication.replicator import (
     Accepted,
     Leadership,
     ProposeMany,
@@ -48,6 +47,7 @@ from replication.replicator import (
     RejectReason,
     Replicator,
 )
+from shardlite.v1 import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
 
 log = logging.getLogger(__name__)
 

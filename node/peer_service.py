@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.errors import FailedPrecondition, Unavailable
-from node.paths import FORWARDED_BY, Paths
-from proto import raft_pb2
-from replication.replicator import Partitioning, PeerServicer
+from shardlite.node.errors import FailedPrecondition, Unavailable
+from shardlite.node.paths import FORWARDED_BY, Paths
+from shardlite.replication.replicator import Partitioning, PeerServicer
+from shardlite.v1 import raft_pb2
 
 
 class PeerService:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import grpc
 
-from replication.raft.transport import open_channel, tls_generation
-from replication.tls import TlsFiles
+from shardlite.replication.raft.transport import open_channel, tls_generation
+from shardlite.replication.tls import TlsFiles
 
 
 class PeerChannels:

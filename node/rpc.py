@@ -24,9 +24,9 @@ from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 
-from node import errors, logs
-from proto import kv_pb2
-from replication.replicator import MalformedPeerMessage, Rejected, RejectReason
+from shardlite.node import errors, logs
+from shardlite.replication.replicator import MalformedPeerMessage, Rejected, RejectReason
+from shardlite.v1 import kv_pb2
 
 log = logging.getLogger(__name__)
 

@@ -17,43 +17,43 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from node import auth, logs, reflection, rpc
-from node.admission import Admission
-from node.applier import Applier, read_applied_marker
-from node.backup import (
+from shardlite.node import auth, logs, reflection, rpc
+from shardlite.node.admission import Admission
+from shardlite.node.applier import Applier, read_applied_marker
+from shardlite.node.backup import (
     Restored,
     discard_restore_copy,
     restore,
     restored,
     unfinished_restore,
 )
-from node.cluster_service import ClusterService
-from node.config import NodeConfig
-from node.faults import FaultService
-from node.lifecycle import Lifecycle
-from node.maintenance import MaintenanceService, remove_leftovers
-from node.metrics import MetricsServer, NodeMetrics, Sample
-from node.paths import Paths
-from node.peer_service import PeerService
-from node.peers import PeerChannels
-from node.service import KVService
-from node.shards import ShardStore
-from node.snapshots import ShardSnapshots
-from node.tls_config import client_tls, peer_tls
-from proto import kv_pb2, raft_pb2, raft_pb2_grpc
-from replication.noop import NoopReplicator
-from replication.raft.replicator import RaftReplicator, RaftSettings
-from replication.raft.snapshots import StateMachine
-from replication.raft.transport import SERVER_GRPC_OPTIONS as PEER_SERVER_GRPC_OPTIONS
-from replication.raft.transport import host_of
-from replication.replicator import (
+from shardlite.node.cluster_service import ClusterService
+from shardlite.node.config import NodeConfig
+from shardlite.node.faults import FaultService
+from shardlite.node.lifecycle import Lifecycle
+from shardlite.node.maintenance import MaintenanceService, remove_leftovers
+from shardlite.node.metrics import MetricsServer, NodeMetrics, Sample
+from shardlite.node.paths import Paths
+from shardlite.node.peer_service import PeerService
+from shardlite.node.peers import PeerChannels
+from shardlite.node.service import KVService
+from shardlite.node.shards import ShardStore
+from shardlite.node.snapshots import ShardSnapshots
+from shardlite.node.tls_config import client_tls, peer_tls
+from shardlite.replication.noop import NoopReplicator
+from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
+from shardlite.replication.raft.snapshots import StateMachine
+from shardlite.replication.raft.transport import SERVER_GRPC_OPTIONS as PEER_SERVER_GRPC_OPTIONS
+from shardlite.replication.raft.transport import host_of
+from shardlite.replication.replicator import (
     Membership,
     Observable,
     Partitioning,
     PeerEndpoint,
     Replicator,
 )
-from replication.tls import TlsFiles
+from shardlite.replication.tls import TlsFiles
+from shardlite.v1 import kv_pb2, raft_pb2, raft_pb2_grpc
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from node import auth, frames, names, rpc
-from node.applier import Applier
-from node.config import NodeConfig
-from node.errors import (
+from shardlite.node import auth, frames, names, rpc
+from shardlite.node.applier import Applier
+from shardlite.node.config import NodeConfig
+from shardlite.node.errors import (
     ConditionFailed,
     InvalidArgument,
     OutOfRange,
@@ -22,12 +22,12 @@ from node.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from node.paths import Paths, check_consistency
-from node.shard import LIST_CHUNK_BYTES, scan
-from node.shards import ShardStore
-from node.subscribe_filter import FrameFilter
-from proto import frame_pb2, kv_pb2
-from replication.replicator import Compacted, Replicator
+from shardlite.node.paths import Paths, check_consistency
+from shardlite.node.shard import LIST_CHUNK_BYTES, scan
+from shardlite.node.shards import ShardStore
+from shardlite.node.subscribe_filter import FrameFilter
+from shardlite.replication.replicator import Compacted, Replicator
+from shardlite.v1 import frame_pb2, kv_pb2
 
 # One List stream holds a read snapshot at most this long (then it ends
 # RESOURCE_EXHAUSTED with the key to resume after).

@@ -24,10 +24,10 @@ import urllib.parse
 from collections.abc import Generator, Iterable
 from pathlib import Path
 
-from node.frames import MAX_PROBLEM_CHARS
-from node.migrations import SchemaTooNew, migrate
-from proto import frame_pb2
-from replication.durable import fsync_path
+from shardlite.node.frames import MAX_PROBLEM_CHARS
+from shardlite.node.migrations import SchemaTooNew, migrate
+from shardlite.replication.durable import fsync_path
+from shardlite.v1 import frame_pb2
 
 LIST_CHUNK = 256
 # How many indices a request id (and a frame's outcome) is remembered for. A

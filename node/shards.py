@@ -38,9 +38,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from node.names import org_dir
-from node.shard import Shard
-from replication.durable import crash_point, fsync_path
+from shardlite.node.names import org_dir
+from shardlite.node.shard import Shard
+from shardlite.replication.durable import crash_point, fsync_path
 
 log = logging.getLogger(__name__)
 

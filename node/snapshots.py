@@ -21,11 +21,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from replication.durable import fsync_tree, write_file_durably
+from shardlite.replication.durable import fsync_tree, write_file_durably
 
 if TYPE_CHECKING:
-    from node.applier import Applier
-    from node.shards import ShardStore
+    from shardlite.node.applier import Applier
+    from shardlite.node.shards import ShardStore
 
 SHARDS_DIR = "shards"
 STAGING_SUFFIX = ".incoming"

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from node import names
-from proto import frame_pb2, kv_pb2
+from shardlite.node import names
+from shardlite.v1 import frame_pb2, kv_pb2
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.config import NodeConfig
-from replication.tls import TlsError, TlsFiles
+from shardlite.node.config import NodeConfig
+from shardlite.replication.tls import TlsError, TlsFiles
 
 
 def client_tls(config: NodeConfig) -> TlsFiles | None:

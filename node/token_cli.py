@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node import auth
+from shardlite.node import auth
 
 
 def add_parser(sub: Any) -> None:

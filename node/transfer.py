@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from node.client import Client, ClientError, Put
-from node.progress import Update
+from shardlite.node.client import Client, ClientError, Put
+from shardlite.node.progress import Update
 
 # Keys per List page on export; keys and bytes per Batch on import (well under
 # the node's limits: 10,000 ops, --max-request-bytes 16 MiB by default).

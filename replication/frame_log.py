@@ -21,8 +21,8 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replication.durable import fsync_path, write_all
-from replication.observer import NULL_OBSERVER, Observer, timed_fsync
+from shardlite.replication.durable import fsync_path, write_all
+from shardlite.replication.observer import NULL_OBSERVER, Observer, timed_fsync
 
 HEADER = struct.Struct("<IIQ")
 SEGMENT_SUFFIX = ".seg"

@@ -14,16 +14,16 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
-from proto import frame_pb2
-from replication.frame_log import FrameLog, IndexOutOfRange
-from replication.observer import NULL_OBSERVER, Observer, report_outcomes
-from replication.replicator import (
+from shardlite.replication.frame_log import FrameLog, IndexOutOfRange
+from shardlite.replication.observer import NULL_OBSERVER, Observer, report_outcomes
+from shardlite.replication.replicator import (
     Accepted,
     Compacted,
     Rejected,
     RejectReason,
     ReplicatorStatus,
 )
+from shardlite.v1 import frame_pb2
 
 log = logging.getLogger(__name__)
 

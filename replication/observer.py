@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from replication.replicator import Rejected, RejectReason
+from shardlite.replication.replicator import Rejected, RejectReason
 
 
 class Observer:

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from proto import frame_pb2
+from shardlite.v1 import frame_pb2
 
 if TYPE_CHECKING:
-    from replication.observer import Observer
+    from shardlite.replication.observer import Observer
 
 
 class RejectReason(enum.Enum):

@@ -37,11 +37,11 @@ from typing import Any, Protocol
 
 import grpc
 
-from node.async_client import AsyncClient, ClientError, ConditionFailedError, Put
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
 from scripts.bench_stats import CpuMeter, latency_summary
 from scripts.etcd import etcd_kv_pb2 as etcd_pb2
 from scripts.etcd import etcd_kv_pb2_grpc as etcd_grpc
+from shardlite.node.async_client import AsyncClient, ClientError, ConditionFailedError, Put
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 
 OPS = ("put", "cas", "delete", "batch", "get", "sget")
 OP_HELP = (

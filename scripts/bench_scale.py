@@ -44,8 +44,6 @@ from typing import Any
 
 import grpc
 
-from node.client import LINEARIZABLE, Client
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
 from scripts.bench import machine_info, say, write_record
 from scripts.bench_load import (
     DRIVERS,
@@ -58,6 +56,8 @@ from scripts.bench_load import (
 )
 from scripts.bench_targets import ShardliteTarget
 from scripts.cluster import LocalCluster, LocalNode, wait_until
+from shardlite.node.client import LINEARIZABLE, Client
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = 1

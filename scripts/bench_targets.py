@@ -32,11 +32,11 @@ from typing import IO, Any, Protocol
 
 import grpc
 
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
 from scripts.bench_load import DRIVERS, LoadSpec, key_name, open_channel
 from scripts.cluster import LocalCluster, free_ports, wait_until
 from scripts.etcd import etcd_kv_pb2 as etcd_pb2
 from scripts.etcd import etcd_kv_pb2_grpc as etcd_grpc
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -316,7 +316,7 @@ class ShardliteClientTarget:
         return {
             **self.cluster.describe(),
             "target": "shardlite-client",
-            "client": "node.async_client.AsyncClient, one per generator process",
+            "client": "shardlite.AsyncClient, one per generator process",
             "cluster": "shared with the shardlite target" if self.shared else "its own",
         }
 

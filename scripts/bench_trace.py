@@ -40,12 +40,12 @@ Record = tuple[str, int, list[int], int]  # event, time (ns), indices, peer
 
 def install(out: Path) -> None:
     """Wrap the hops (in the node process, before it starts)."""
-    from node.applier import Applier
-    from node.service import KVService
-    from replication.raft import transport
-    from replication.raft.driver import RaftDriver
-    from replication.raft.messages import Message, MessageType
-    from replication.raft.wal import DiskStorage
+    from shardlite.node.applier import Applier
+    from shardlite.node.service import KVService
+    from shardlite.replication.raft import transport
+    from shardlite.replication.raft.driver import RaftDriver
+    from shardlite.replication.raft.messages import Message, MessageType
+    from shardlite.replication.raft.wal import DiskStorage
 
     records: list[Record] = []
     now = time.monotonic_ns
@@ -208,7 +208,7 @@ def hops(leader: list[Record], followers: list[list[Record]]) -> dict[str, list[
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "node":
         install(Path(os.environ[OUT_ENV]))
-        from node.cli import main as cli_main
+        from shardlite.node.cli import main as cli_main
 
         logging.basicConfig()
         return cli_main(sys.argv[1:])

@@ -48,7 +48,9 @@ from typing import Any
 
 import grpc
 
-from node.client import (
+from scripts.checker import FAIL, INF, INFO, OK, Op, Verdict, Write, check
+from scripts.cluster import LocalCluster, wait_until
+from shardlite.node.client import (
     SERIALIZABLE,
     Client,
     ClientError,
@@ -57,9 +59,7 @@ from node.client import (
     Delete,
     Put,
 )
-from proto import frame_pb2, raft_pb2, raft_pb2_grpc
-from scripts.checker import FAIL, INF, INFO, OK, Op, Verdict, Write, check
-from scripts.cluster import LocalCluster, wait_until
+from shardlite.v1 import frame_pb2, raft_pb2, raft_pb2_grpc
 
 SCENARIO_DIR = Path(__file__).parent / "chaos_scenarios"
 NAMESPACE = "chaos"

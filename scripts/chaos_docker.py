@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from node.cli import TEST_ONLY_FLAGS
-from node.client import Client, ClientError
 from scripts.chaos import Backend
 from scripts.cluster import wait_until
+from shardlite.node.cli import TEST_ONLY_FLAGS
+from shardlite.node.client import Client, ClientError
 from tests.docker.dockerlib import SERVICES, ComposeCluster, container_logs, docker, inspect
 
 if TYPE_CHECKING:

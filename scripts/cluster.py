@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from node.client import Client
+from shardlite.node.client import Client
 
 START_TIMEOUT = 30.0
 
@@ -63,7 +63,11 @@ class LocalNode:
     listen: str = "127.0.0.1:0"
     env: dict[str, str] | None = None
     # The module run as `python -m`: tests run a wrapper (a crash-point hook).
-    module: str = "node.cli"
+    module: str = "shardlite.node.cli"
+    # The interpreter that runs it (another virtualenv's: the installed-wheel test).
+    python: str = sys.executable
+    # Its working directory (None: ours); `python -m` puts it first on sys.path.
+    cwd: Path | None = None
     # host:port for its Prometheus endpoint ("" = none).
     metrics_listen: str = ""
     process: subprocess.Popen[bytes] | None = None
@@ -76,7 +80,7 @@ class LocalNode:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop/kill
         cmd = [
-            sys.executable, "-m", self.module, "node",
+            self.python, "-m", self.module, "node",
             "--id", self.node_id,
             "--data", str(self.data_dir),
             "--listen", self.listen,
@@ -85,7 +89,9 @@ class LocalNode:
             *self.args,
         ]  # fmt: skip
         env = {**os.environ, **(self.env or {})}
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd
+        )
         proc = self.process
 
         def started() -> bool:

@@ -1,7 +1,9 @@
-"""Generate the protobuf/gRPC modules (and their .pyi stubs) from proto/*.proto.
+"""Generate the protobuf/gRPC modules (and their .pyi stubs) from proto/shardlite/v1/*.proto.
 
-Usage: python -m scripts.gen_proto [OUT_DIR]   (default: the repo root, in place)
-The repo root is the include path, so generated modules import `proto.frame_pb2`.
+Usage: python -m scripts.gen_proto [OUT_DIR]   (default: proto/, in place)
+proto/ is the include path, as it is for every other language, so a .proto's path
+`shardlite/v1/kv.proto` makes the module `shardlite.v1.kv_pb2` (shardlite/v1 in the
+installed package is proto/shardlite/v1).
 """
 
 from __future__ import annotations
@@ -12,30 +14,31 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
+INCLUDE = ROOT / "proto"
 
 
 def proto_sources() -> list[str]:
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto").glob("*.proto"))
+    """The .proto files, as paths relative to the include path (shardlite/v1/kv.proto)."""
+    return sorted(str(p.relative_to(INCLUDE)) for p in (INCLUDE / "shardlite").rglob("*.proto"))
 
 
-def generate(out_dir: Path, sources: list[str] | None = None) -> None:
-    """Compile `sources` (paths relative to the repo root; default: proto/*.proto)
-    into `out_dir`, each module beside its .proto."""
+def generate(out_dir: Path, sources: list[str] | None = None, include: Path = INCLUDE) -> None:
+    """Compile `sources` (relative to `include`; default: all of proto/) into `out_dir`,
+    each module at its .proto's path: Python, gRPC and the mypy stubs."""
     sources = proto_sources() if sources is None else sources
-    for source in sources:
-        (out_dir / source).parent.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     args = [
         "grpc_tools.protoc",
-        f"-I{ROOT}",
+        f"-I{include}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
-        *sources,
+        *(str(include / source) for source in sources),
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else INCLUDE)

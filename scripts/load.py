@@ -13,7 +13,7 @@ import time
 
 import grpc
 
-from proto import kv_pb2, kv_pb2_grpc
+from shardlite.v1 import kv_pb2, kv_pb2_grpc
 
 
 async def _worker(

@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from node.client import Client, ClientError
 from scripts.cluster import LocalCluster
+from shardlite.node.client import Client, ClientError
 
 DEADLINE = 30.0  # seconds to wait for one rejoin before giving up
 

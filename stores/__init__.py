@@ -8,8 +8,8 @@ Each keeps one seed's semantics in a namespace of its own:
 - Mirror (seed 003, dbcache): a local read-only copy of a namespace from Subscribe.
 """
 
-from stores.checkpoint import Checkpoint, CheckpointStore
-from stores.errors import (
+from shardlite.stores.checkpoint import Checkpoint, CheckpointStore
+from shardlite.stores.errors import (
     ContentionError,
     CorruptRecordError,
     ForeignIdentityError,
@@ -22,9 +22,9 @@ from stores.errors import (
     StoreClosedError,
     StoreError,
 )
-from stores.memory import Identity, MemoryState, MemoryStore
-from stores.mirror import Mirror, MirrorSnapshot
-from stores.position import PositionStore
+from shardlite.stores.memory import Identity, MemoryState, MemoryStore
+from shardlite.stores.mirror import Mirror, MirrorSnapshot
+from shardlite.stores.position import PositionStore
 
 __all__ = [
     "Checkpoint",

@@ -10,8 +10,8 @@ import json
 import threading
 from collections.abc import Iterator
 
-from node.client import Client, ConditionFailedError, Entry
-from stores.errors import (
+from shardlite.node.client import Client, ConditionFailedError, Entry
+from shardlite.stores.errors import (
     CorruptRecordError,
     NewerSchemaError,
     SchemaError,

@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from node.client import Client
-from stores.base import Store
-from stores.keys import record_key, record_parts
+from shardlite.node.client import Client
+from shardlite.stores.base import Store
+from shardlite.stores.keys import record_key, record_parts
 
 PREFIX = "cp/"
 

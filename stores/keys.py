@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stores.errors import InvalidIdError
+from shardlite.stores.errors import InvalidIdError
 
 MAX_KEY_BYTES = 1024  # node/names.py
 _SEPARATOR = "\x01\x01"

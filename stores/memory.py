@@ -37,16 +37,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.client import Client, ConditionFailedError, Entry
-from stores.base import Store
-from stores.errors import (
+from shardlite.node.client import Client, ConditionFailedError, Entry
+from shardlite.stores.base import Store
+from shardlite.stores.errors import (
     ContentionError,
     CorruptRecordError,
     ForeignIdentityError,
     MissingIdentityError,
     NewerSchemaError,
 )
-from stores.keys import record_key, record_parts
+from shardlite.stores.keys import record_key, record_parts
 
 PREFIX = "m/"
 # Compare-and-set rounds update() tries before ContentionError.

@@ -55,9 +55,9 @@ from types import MappingProxyType
 
 import grpc
 
-from node.client import SERIALIZABLE, Client, ClientError, Entry
-from proto import kv_pb2
-from stores.errors import MirrorTimeoutError, StoreClosedError
+from shardlite.node.client import SERIALIZABLE, Client, ClientError, Entry
+from shardlite.stores.errors import MirrorTimeoutError, StoreClosedError
+from shardlite.v1 import kv_pb2
 
 # Subscribe is opened for this long at a time: the follower thread notices
 # close() and a rebuild that cannot finish (its a1 was an entry that is no

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from node.client import Client
-from stores.base import PAGE, Store
-from stores.errors import CorruptRecordError
-from stores.keys import record_key, record_parts
+from shardlite.node.client import Client
+from shardlite.stores.base import PAGE, Store
+from shardlite.stores.errors import CorruptRecordError
+from shardlite.stores.keys import record_key, record_parts
 
 PREFIX = "pos/"
 MAX_POSITION = 2**63 - 1

@@ -12,10 +12,10 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from node.config import NodeConfig
-from node.server import Node, ReplicatorFactory
 from scripts.cluster import LocalCluster, free_ports, running_cluster, wait_until
 from scripts.cluster import LocalNode as NodeProcess
+from shardlite.node.config import NodeConfig
+from shardlite.node.server import Node, ReplicatorFactory
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-from replication.durable import write_file_durably
+from shardlite.replication.durable import write_file_durably
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""Raft messages to and from their protobuf form (proto/raft.proto)."""
+"""Raft messages to and from their protobuf form (proto/shardlite/v1/raft.proto)."""
 
 from __future__ import annotations
 
-from proto import raft_pb2
+from shardlite.v1 import raft_pb2
 
 from .messages import (
     ConfState,

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replication.durable import crash_point
-from replication.observer import NULL_OBSERVER, Observer
+from shardlite.replication.durable import crash_point
+from shardlite.replication.observer import NULL_OBSERVER, Observer
 
 from .core import Config, RaftCore
 from .errors import DropReason, ProposalDroppedError

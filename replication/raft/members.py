@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from replication.durable import write_file_durably
+from shardlite.replication.durable import write_file_durably
 
 from .messages import ConfChange, ConfChangeType, Entry, EntryType
 

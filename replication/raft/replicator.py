@@ -20,17 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from proto import frame_pb2, raft_pb2
-from replication.durable import crash_point, fsync_tree, replace_durably
-from replication.observer import NULL_OBSERVER, Observer, report_outcomes
-from replication.replicator import (
+from shardlite.replication.durable import crash_point, fsync_tree, replace_durably
+from shardlite.replication.observer import NULL_OBSERVER, Observer, report_outcomes
+from shardlite.replication.replicator import (
     Accepted,
     Compacted,
     Rejected,
     RejectReason,
     ReplicatorStatus,
 )
-from replication.tls import TlsFiles
+from shardlite.replication.tls import TlsFiles
+from shardlite.v1 import frame_pb2, raft_pb2
 
 from .cluster_id import ClusterId, derive
 from .core import RaftCore

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from proto import raft_pb2
-from replication.durable import fsync_tree, replace_durably
+from shardlite.replication.durable import fsync_tree, replace_durably
+from shardlite.v1 import raft_pb2
 
 CHUNK = 1 << 20
 MANIFEST = "manifest.json"

@@ -29,9 +29,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from proto import raft_pb2, raft_pb2_grpc
-from replication.replicator import MalformedPeerMessage
-from replication.tls import TlsError, TlsFiles
+from shardlite.replication.replicator import MalformedPeerMessage
+from shardlite.replication.tls import TlsError, TlsFiles
+from shardlite.v1 import raft_pb2, raft_pb2_grpc
 
 from .cluster_id import METADATA_KEY, ClusterId
 from .codec import message_from_pb, message_to_pb

@@ -33,8 +33,8 @@ import threading
 import zlib
 from pathlib import Path
 
-from replication.durable import write_all, write_file_durably
-from replication.observer import NULL_OBSERVER, Observer, timed_fsync
+from shardlite.replication.durable import write_all, write_file_durably
+from shardlite.replication.observer import NULL_OBSERVER, Observer, timed_fsync
 
 from .messages import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from .storage import MemoryStorage

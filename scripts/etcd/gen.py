@@ -14,4 +14,4 @@ from scripts.gen_proto import ROOT, generate
 SOURCE = "scripts/etcd/etcd_kv.proto"
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT, [SOURCE])
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT, [SOURCE], include=ROOT)

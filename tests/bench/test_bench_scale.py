@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from node.client import SERIALIZABLE, Client
 from scripts.bench_load import key_name, measure
 from scripts.bench_scale import (
     MB,
@@ -35,6 +34,7 @@ from scripts.bench_scale import (
     tables,
 )
 from scripts.bench_targets import ShardliteTarget
+from shardlite.node.client import SERIALIZABLE, Client
 
 TINY_LOAD = Load(processes=1, warmup=0.2, window=0.5)
 

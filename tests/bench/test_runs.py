@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.client import SERIALIZABLE, Client
 from scripts.bench import table
 from scripts.bench_load import LoadSpec, key_name, measure, parse_mix
 from scripts.bench_targets import EchoServer, ShardliteTarget, prefill
+from shardlite.node.client import SERIALIZABLE, Client
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ALL_OPS = parse_mix("put,cas,delete,batch,get,sget")

@@ -9,9 +9,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto import frame_pb2
 from scripts.chaos import NAMESPACE, _replay_log
 from scripts.checker import FAIL, INF, INFO, OK, Op, Write, check
+from shardlite.v1 import frame_pb2
 
 _ids = itertools.count(1)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import SERIALIZABLE, Client, ClientError
-from node.cluster_status import cluster_status
+from shardlite.node.client import SERIALIZABLE, Client, ClientError
+from shardlite.node.cluster_status import cluster_status
 from tests.cluster.conftest import FAST
 from tests.harness import LocalCluster, NodeProcess, free_ports, wait_until
 from tests.node.auth_tokens import Tokens, standard_tokens

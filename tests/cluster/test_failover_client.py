@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from node.async_client import AsyncClient
-from node.client import Client, ClientError
+from shardlite.node.async_client import AsyncClient
+from shardlite.node.client import Client, ClientError
 from tests.harness import LocalCluster, running_cluster, until, wait_until
 
 FAST = ("--raft-tick-ms", "20", "--election-ticks", "10")

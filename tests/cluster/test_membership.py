@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from node.client import ClientError
+from shardlite.node.client import ClientError
 from tests.cluster.conftest import FAST
 from tests.harness import LocalCluster, wait_until
 
@@ -23,7 +23,7 @@ def test_add_remove_transfer_while_writing(make_cluster: Callable[..., LocalClus
     stop = threading.Event()
 
     def writer(n: int, endpoint: str) -> None:
-        from node.client import Client
+        from shardlite.node.client import Client
 
         with Client(endpoint, namespace="ns", timeout=15) as c:
             for i in range(100_000):

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.client import SERIALIZABLE
-from proto import kv_pb2, kv_pb2_grpc
+from shardlite.node.client import SERIALIZABLE
+from shardlite.v1 import kv_pb2, kv_pb2_grpc
 from tests.harness import LocalCluster, NodeProcess, wait_until
 
 BOUND = 16

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto import kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
-from replication.raft.transport import RaftServicer
+from shardlite.replication.raft.transport import RaftServicer
+from shardlite.v1 import kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 from tests.harness import LocalCluster, free_ports, running_cluster, wait_until
 
 FAST = ("--raft-tick-ms", "20", "--election-ticks", "10")

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from node.client import SERIALIZABLE, Client, ClientError
-from proto import raft_pb2, raft_pb2_grpc
+from shardlite.node.client import SERIALIZABLE, Client, ClientError
+from shardlite.v1 import raft_pb2, raft_pb2_grpc
 from tests.harness import LocalCluster, wait_until
 
 NAMES = ["n1", "n2", "n3"]

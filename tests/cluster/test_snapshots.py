@@ -10,7 +10,7 @@ from collections.abc import Callable
 import grpc
 import pytest
 
-from proto import kv_pb2, kv_pb2_grpc
+from shardlite.v1 import kv_pb2, kv_pb2_grpc
 from tests.harness import LocalCluster, wait_until
 from tests.replication.crashing_node import CRASHED
 
@@ -132,7 +132,7 @@ def test_a_crash_at_any_step_of_a_snapshot_install_restarts_cleanly(
     node.kill()  # closes its log
     assert f"crash point {point} reached" in node.log_path.read_text()
 
-    node.module, node.env = "node.cli", None
+    node.module, node.env = "shardlite.node.cli", None
     crashed_log = len(node.log_path.read_text())
     node.start()  # the old order: DataDirMismatch here, for a crash after the marker
     restart_log = node.log_path.read_text()[crashed_log:]

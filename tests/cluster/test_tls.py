@@ -14,10 +14,10 @@ import grpc
 import pytest
 from google.protobuf.message import DecodeError
 
-from node import certs
-from node.client import Client, ClientError, tls_credentials
-from proto import raft_pb2, raft_pb2_grpc
-from replication.raft.transport import FRAME_LENGTH, HANDSHAKE_TIMEOUT, host_of
+from shardlite.node import certs
+from shardlite.node.client import Client, ClientError, tls_credentials
+from shardlite.replication.raft.transport import FRAME_LENGTH, HANDSHAKE_TIMEOUT, host_of
+from shardlite.v1 import raft_pb2, raft_pb2_grpc
 from tests.harness import LocalCluster, running_cluster, wait_until
 
 FAST = ("--raft-tick-ms", "20", "--election-ticks", "10")

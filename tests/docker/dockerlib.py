@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.client import Client
+from shardlite.node.client import Client
 from tests.harness import free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

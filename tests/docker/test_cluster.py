@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from node.client import SERIALIZABLE
+from shardlite.node.client import SERIALIZABLE
 from tests.docker.dockerlib import (
     COMPOSE_LABEL,
     SERVICES,

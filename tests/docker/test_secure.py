@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import AccessDeniedError, Client, ClientError, tls_credentials
+from shardlite.node.client import AccessDeniedError, Client, ClientError, tls_credentials
 from tests.docker.dockerlib import PROJECT, SECURE_COMPOSE_FILE, SERVICES, ComposeCluster, docker
 
 FILES = ("ca.pem", "client.pem", "client.key", "admin.token", "tenant-a.token")

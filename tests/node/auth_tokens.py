@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node import auth
+from shardlite.node import auth
 
 
 @dataclass

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node import cli, shard
-from replication import frame_log
+from shardlite.node import cli, shard
+from shardlite.replication import frame_log
 
 TRIGGER = Path(os.environ["SHARDLITE_TEST_FAULT_TRIGGER"])
 FAULT = os.environ.get("SHARDLITE_TEST_FAULT", "wal")

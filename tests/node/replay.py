@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
-from node.applier import Applier
-from node.shard import dump
-from node.shards import SHARD_SUFFIX, ShardStore
-from proto import frame_pb2
-from replication.replicator import Accepted, ReplicatorStatus
+from shardlite.node.applier import Applier
+from shardlite.node.shard import dump
+from shardlite.node.shards import SHARD_SUFFIX, ShardStore
+from shardlite.replication.replicator import Accepted, ReplicatorStatus
+from shardlite.v1 import frame_pb2
 
 
 class ReplayReplicator:

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
-from proto import kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
+from shardlite.v1 import kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 from tests.harness import NodeProcess
 
 

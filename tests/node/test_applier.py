@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from node import applier as applier_module
-from node.applier import Applier, read_applied_marker
-from node.errors import InvalidArgument, Unavailable
-from node.migrations import SchemaTooNew
-from node.shard import Shard, is_machine_fault
-from node.shards import ShardPathError, ShardStore
-from proto import frame_pb2
-from replication.noop import NoopReplicator
+from shardlite.node import applier as applier_module
+from shardlite.node.applier import Applier, read_applied_marker
+from shardlite.node.errors import InvalidArgument, Unavailable
+from shardlite.node.migrations import SchemaTooNew
+from shardlite.node.shard import Shard, is_machine_fault
+from shardlite.node.shards import ShardPathError, ShardStore
+from shardlite.replication.noop import NoopReplicator
+from shardlite.v1 import frame_pb2
 from tests.harness import NodeProcess
 
 

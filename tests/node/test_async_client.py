@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from node.async_client import (
+from shardlite.node.async_client import (
     LINEARIZABLE,
     AsyncClient,
     ClientError,
@@ -25,7 +25,7 @@ from node.async_client import (
     Put,
     WriteResult,
 )
-from proto import kv_pb2
+from shardlite.v1 import kv_pb2
 from tests.harness import LocalCluster, NodeProcess
 
 FAST = ("--raft-tick-ms", "50", "--election-ticks", "10", "--leader-wait", "10")

@@ -24,11 +24,11 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from node import auth, certs
-from node.async_client import AsyncClient
-from node.bearer import metadata
-from node.client import Client, ClientError, tls_credentials
-from proto import frame_pb2, kv_pb2, raft_pb2
+from shardlite.node import auth, certs
+from shardlite.node.async_client import AsyncClient
+from shardlite.node.bearer import metadata
+from shardlite.node.client import Client, ClientError, tls_credentials
+from shardlite.v1 import frame_pb2, kv_pb2, raft_pb2
 from tests.harness import NodeProcess, wait_until
 from tests.node.auth_tokens import Tokens, standard_tokens
 
@@ -345,7 +345,7 @@ def test_the_cli_sends_the_token_from_its_flag_or_the_environment(
     secured: tuple[NodeProcess, Tokens],
 ) -> None:
     node, tokens = secured
-    base = [sys.executable, "-m", "node.cli"]
+    base = [sys.executable, "-m", "shardlite.node.cli"]
     where = ["--endpoint", node.endpoint, "--org", "a", "-n", "cli"]
     put = subprocess.run(
         [*base, "put", *where, "--token", tokens["alpha"], "key", "value"],
@@ -383,7 +383,7 @@ def test_tokens_are_added_and_revoked_without_a_restart(
     node, tokens = secured
     made = subprocess.run(
         [
-            sys.executable, "-m", "node.cli", "token", "create",
+            sys.executable, "-m", "shardlite.node.cli", "token", "create",
             "--name", "late", "--orgs", "c", "--auth-tokens", str(tokens.path),
         ],
         capture_output=True, text=True, timeout=60,
@@ -409,7 +409,7 @@ def test_tokens_are_added_and_revoked_without_a_restart(
     tokens.path.write_text(good)
     revoked = subprocess.run(
         [
-            sys.executable, "-m", "node.cli", "token", "revoke",
+            sys.executable, "-m", "shardlite.node.cli", "token", "revoke",
             "--name", "late", "--auth-tokens", str(tokens.path),
         ],
         capture_output=True, text=True, timeout=60,
@@ -424,7 +424,7 @@ def test_tokens_are_added_and_revoked_without_a_restart(
 def test_token_create_prints_the_token_once_and_an_entry_of_its_digest(tmp_path: Path) -> None:
     made = subprocess.run(
         [
-            sys.executable, "-m", "node.cli", "token", "create",
+            sys.executable, "-m", "shardlite.node.cli", "token", "create",
             "--name", "ops", "--orgs", "*", "--admin",
         ],
         capture_output=True, text=True, timeout=60, env=_env_without_tokens_file(),
@@ -470,7 +470,7 @@ def test_a_node_refuses_a_tokens_file_it_cannot_use(
     path.write_text(content)
     started = subprocess.run(
         [
-            sys.executable, "-m", "node.cli", "node", "--data", str(tmp_path / "n1"),
+            sys.executable, "-m", "shardlite.node.cli", "node", "--data", str(tmp_path / "n1"),
             "--listen", "127.0.0.1:0", "--auth-tokens", str(path),
         ],
         capture_output=True, text=True, timeout=60,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from node import auth
-from node.errors import PermissionDenied, Unauthenticated
-from node.subscribe_filter import FrameFilter
-from proto import frame_pb2, kv_pb2
+from shardlite.node import auth
+from shardlite.node.errors import PermissionDenied, Unauthenticated
+from shardlite.node.subscribe_filter import FrameFilter
+from shardlite.v1 import frame_pb2, kv_pb2
 
 
 class Clock:

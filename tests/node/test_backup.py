@@ -9,7 +9,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-from node.client import Client, Put
+from shardlite.node.client import Client, Put
 from tests.harness import LocalCluster, NodeProcess
 
 NAMESPACES = ["users", "orders", "carts"]
@@ -94,7 +94,7 @@ def test_restore_refuses_a_used_data_dir_and_a_damaged_backup(
 
     def run_node(data: Path, backup: Path) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [sys.executable, "-m", "node.cli", "node", "--data", str(data),
+            [sys.executable, "-m", "shardlite.node.cli", "node", "--data", str(data),
              "--listen", "127.0.0.1:0", "--restore", str(backup)],
             capture_output=True, timeout=60,
         )  # fmt: skip

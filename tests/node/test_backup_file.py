@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from node.archive import CHECKSUM, FORMAT, FORMAT_VERSION, ArchiveError, verify_archive
-from node.backup import MARKER, RESTORE_DIR, STAGING, RestoreError, restore
-from node.client import Client, ClientError
+from shardlite.node.archive import CHECKSUM, FORMAT, FORMAT_VERSION, ArchiveError, verify_archive
+from shardlite.node.backup import MARKER, RESTORE_DIR, STAGING, RestoreError, restore
+from shardlite.node.client import Client, ClientError
 from tests.harness import LocalCluster, NodeProcess, wait_until
 
 FAST = ("--raft-tick-ms", "50", "--election-ticks", "10", "--leader-wait", "10")
@@ -54,7 +54,7 @@ def _write_until(
 
 def _restore_cli(backup: Path, data: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", "restore", str(backup), "--data", str(data)],
+        [sys.executable, "-m", "shardlite.node.cli", "restore", str(backup), "--data", str(data)],
         capture_output=True, timeout=60,
     )  # fmt: skip
 

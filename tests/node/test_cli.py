@@ -15,7 +15,7 @@ def shardlite(
 ) -> subprocess.CompletedProcess[bytes]:
     command, *rest = args
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", command, "--endpoint", node.endpoint, *rest],
+        [sys.executable, "-m", "shardlite.node.cli", command, "--endpoint", node.endpoint, *rest],
         input=stdin, capture_output=True, timeout=60, env=env,
     )  # fmt: skip
 
@@ -60,7 +60,7 @@ def test_bad_namespace_exits_nonzero_with_a_clear_message(shared_node: NodeProce
 
 def test_unreachable_endpoint_fails_fast(shared_node: NodeProcess) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "node.cli", "status", "--endpoint", "127.0.0.1:1",
+        [sys.executable, "-m", "shardlite.node.cli", "status", "--endpoint", "127.0.0.1:1",
          "--timeout", "1"],
         capture_output=True, timeout=60,
     )  # fmt: skip
@@ -108,7 +108,7 @@ def test_watch_shows_a_failed_put_as_failed(shared_node: NodeProcess) -> None:
 def test_endpoint_from_the_environment(shared_node: NodeProcess) -> None:
     env = dict(os.environ, SHARDLITE_ENDPOINT=shared_node.endpoint)
     result = subprocess.run(
-        [sys.executable, "-m", "node.cli", "put", "-n", "env", "k", "v"],
+        [sys.executable, "-m", "shardlite.node.cli", "put", "-n", "env", "k", "v"],
         capture_output=True, timeout=60, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -119,7 +119,7 @@ def test_health_command(shared_node: NodeProcess) -> None:
     assert ok.returncode == 0
     assert ok.stdout == b"SERVING\n"
     down = subprocess.run(
-        [sys.executable, "-m", "node.cli", "health", "--endpoint", "127.0.0.1:1",
+        [sys.executable, "-m", "shardlite.node.cli", "health", "--endpoint", "127.0.0.1:1",
          "--timeout", "1"],
         capture_output=True, timeout=60,
     )  # fmt: skip

@@ -13,7 +13,7 @@ from tests.node.test_cli import shardlite
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", *args],
+        [sys.executable, "-m", "shardlite.node.cli", *args],
         capture_output=True,
         timeout=60,
         env=env,
@@ -85,7 +85,7 @@ def test_a_dead_endpoint_says_it_retries() -> None:
 
 def test_watch_from_a_future_index_says_it_waits(shared_node: NodeProcess) -> None:
     watching = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "watch", "--endpoint", shared_node.endpoint,
+        [sys.executable, "-m", "shardlite.node.cli", "watch", "--endpoint", shared_node.endpoint,
          "--from", "1000000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip

@@ -22,7 +22,7 @@ def shardlite(
 ) -> subprocess.CompletedProcess[bytes]:
     command, *rest = args
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", command, "--endpoint", endpoint, *rest],
+        [sys.executable, "-m", "shardlite.node.cli", command, "--endpoint", endpoint, *rest],
         input=stdin, capture_output=True, timeout=60,
     )  # fmt: skip
 
@@ -61,7 +61,7 @@ def test_every_client_command_speaks_json(shared_node: NodeProcess, tmp_path: Pa
     made = as_json(shardlite(e, "backup", "--out", str(backup), *j))
     assert made == {"index": made["index"], "file": str(backup), "bytes": backup.stat().st_size}
     restored = subprocess.run(
-        [sys.executable, "-m", "node.cli", "restore", str(backup), "--data",
+        [sys.executable, "-m", "shardlite.node.cli", "restore", str(backup), "--data",
          str(tmp_path / "r"), "--output", "json"],
         capture_output=True, timeout=60,
     )  # fmt: skip
@@ -127,8 +127,8 @@ def test_progress_bar_on_a_terminal_only(shared_node: NodeProcess, tmp_path: Pat
     leader, follower = pty.openpty()
     try:
         drawn = subprocess.run(
-            [sys.executable, "-m", "node.cli", "backup", "--endpoint", shared_node.endpoint,
-             "--out", str(tmp_path / "tty.tar")],
+            [sys.executable, "-m", "shardlite.node.cli", "backup",
+             "--endpoint", shared_node.endpoint, "--out", str(tmp_path / "tty.tar")],
             stdout=subprocess.PIPE, stderr=follower, timeout=60,
             env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
         )  # fmt: skip

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from node.async_client import AsyncClient
-from node.client import (
+from shardlite.node.async_client import AsyncClient
+from shardlite.node.client import (
     Client,
     ConditionFailedError,
     InvalidRequestError,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from node.client import Client
+from shardlite.node.client import Client
 from tests.harness import NodeProcess
 
 

@@ -10,8 +10,8 @@ from concurrent import futures
 import grpc
 import pytest
 
-from node.client import Client, ClientError
-from proto import kv_pb2
+from shardlite.node.client import Client, ClientError
+from shardlite.v1 import kv_pb2
 
 
 class _UnavailableThenSlow:

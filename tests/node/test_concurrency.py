@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from node.client import Client, ClientError, Delete, Put
+from shardlite.node.client import Client, ClientError, Delete, Put
 from tests.harness import NodeProcess
 
 CLIENTS = 128

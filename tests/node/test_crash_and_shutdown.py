@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import Client, ClientError, Put
+from shardlite.node.client import Client, ClientError, Put
 from tests.harness import NodeProcess, wait_until
 
 WRITERS = 16
@@ -145,15 +145,15 @@ def test_a_data_dir_cannot_silently_change_kind(
             c.put(f"k{i}", b"v")
     node.terminate()
     as_member = subprocess.run(
-        [sys.executable, "-m", "node.cli", "node", "--id", "n1", "--data", str(node.data_dir),
-         "--listen", "127.0.0.1:0", "--peers", "n1=127.0.0.1:1"],
+        [sys.executable, "-m", "shardlite.node.cli", "node", "--id", "n1",
+         "--data", str(node.data_dir), "--listen", "127.0.0.1:0", "--peers", "n1=127.0.0.1:1"],
         capture_output=True, timeout=60,
     )  # fmt: skip
     assert as_member.returncode == 2
     assert b"holds a single node's data" in as_member.stderr
     (tmp_path / "member" / "raft").mkdir(parents=True)
     as_single = subprocess.run(
-        [sys.executable, "-m", "node.cli", "node", "--data", str(tmp_path / "member"),
+        [sys.executable, "-m", "shardlite.node.cli", "node", "--data", str(tmp_path / "member"),
          "--listen", "127.0.0.1:0"],
         capture_output=True, timeout=60,
     )  # fmt: skip

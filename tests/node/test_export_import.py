@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from node.client import Put
-from node.transfer import IMPORT_BATCH_KEYS
+from shardlite.node.client import Put
+from shardlite.node.transfer import IMPORT_BATCH_KEYS
 from tests.harness import NodeProcess
 
 AWKWARD = {
@@ -28,7 +28,7 @@ AWKWARD = {
 def shardlite(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[bytes]:
     command, *rest = args
     return subprocess.run(
-        [sys.executable, "-m", "node.cli", command, "--endpoint", node.endpoint, *rest],
+        [sys.executable, "-m", "shardlite.node.cli", command, "--endpoint", node.endpoint, *rest],
         capture_output=True, timeout=120,
     )  # fmt: skip
 

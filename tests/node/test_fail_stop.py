@@ -14,8 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.config import NodeConfig
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
+from shardlite.node.config import NodeConfig
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 from tests.harness import InProcessNode, NodeProcess, wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -106,7 +106,7 @@ def test_a_failed_apply_fails_waiting_requests_at_once(node: InProcessNode) -> N
     answered at once (not after a timeout), and so is every later one."""
     import time
 
-    from node import shard
+    from shardlite.node import shard
 
     channel = grpc.insecure_channel(node.endpoint)
     kv = kv_pb2_grpc.KVStub(channel)

@@ -20,9 +20,9 @@ from typing import Any
 import grpc
 import pytest
 
-from node.config import NodeConfig
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
-from replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
+from shardlite.node.config import NodeConfig
+from shardlite.replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc, raft_pb2, raft_pb2_grpc
 from tests.harness import InProcessNode
 
 Reason = raft_pb2.ForwardRejection

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from node import frames
-from node.errors import InvalidArgument
-from proto import frame_pb2, kv_pb2
+from shardlite.node import frames
+from shardlite.node.errors import InvalidArgument
+from shardlite.v1 import frame_pb2, kv_pb2
 
 LIMITS = frames.Limits(max_value_bytes=1000, max_message_bytes=64 * 1024)
 

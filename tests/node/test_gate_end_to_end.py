@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import grpc
 
-from node.client import ClientError, Put
-from proto import frame_pb2, kv_pb2
+from shardlite.node.client import ClientError, Put
+from shardlite.v1 import frame_pb2, kv_pb2
 from tests.harness import NodeProcess
 
 MESSAGE_LIMIT = 150_000

@@ -8,7 +8,7 @@ import threading
 import grpc
 import pytest
 
-from node.client import (
+from shardlite.node.client import (
     SERIALIZABLE,
     Client,
     ClientError,
@@ -17,7 +17,7 @@ from node.client import (
     Delete,
     Put,
 )
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 from tests.harness import NodeProcess
 
 _names = itertools.count()

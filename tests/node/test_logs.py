@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from node.client import ClientError
+from shardlite.node.client import ClientError
 from tests.harness import LocalCluster, NodeProcess, wait_until
 
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.client import ClientError, Put
+from shardlite.node.client import ClientError, Put
 from tests.harness import LocalCluster, NodeProcess, free_ports, wait_until
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 from tests.harness import LocalCluster, NodeProcess
 
 FAST = ("--raft-tick-ms", "50", "--election-ticks", "10", "--leader-wait", "10")

@@ -9,10 +9,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from proto import frame_pb2
-from replication.noop import NoopReplicator
-from replication.raft.replicator import RaftReplicator, RaftSettings
-from replication.replicator import Accepted, Rejected, RejectReason
+from shardlite.replication.noop import NoopReplicator
+from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
+from shardlite.replication.replicator import Accepted, Rejected, RejectReason
+from shardlite.v1 import frame_pb2
 from tests.harness import until
 from tests.replication.local_raft import EmptyStateMachine
 

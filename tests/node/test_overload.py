@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from proto import kv_pb2, kv_pb2_grpc
+from shardlite.v1 import kv_pb2, kv_pb2_grpc
 from tests.harness import NodeProcess, wait_until
 
 

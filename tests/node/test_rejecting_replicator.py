@@ -10,11 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.client import Client, ClientError, Put
-from node.config import NodeConfig
-from node.rpc import LEADER_METADATA_KEY
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
-from replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
+from shardlite.node.client import Client, ClientError, Put
+from shardlite.node.config import NodeConfig
+from shardlite.node.rpc import LEADER_METADATA_KEY
+from shardlite.replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 from tests.harness import InProcessNode
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from node.migrations import LATEST, SchemaTooNew, migrate, schema_version
-from node.shard import Shard, scan
-from proto import frame_pb2
+from shardlite.node.migrations import LATEST, SchemaTooNew, migrate, schema_version
+from shardlite.node.shard import Shard, scan
+from shardlite.v1 import frame_pb2
 
 
 def _put(key: str, value: bytes, client: str = "", seq: int = 0) -> frame_pb2.Frame:
@@ -36,7 +36,7 @@ def test_migrations_are_idempotent_and_forward_only(tmp_path: Path) -> None:
 def test_a_shard_at_an_older_schema_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    from node.migrations import MIGRATIONS
+    from shardlite.node.migrations import MIGRATIONS
 
     for statement in MIGRATIONS[0][1]:
         conn.execute(statement)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.shard import Shard, dump
-from proto import frame_pb2
+from shardlite.node.shard import Shard, dump
+from shardlite.v1 import frame_pb2
 
 RETENTION = 3
 

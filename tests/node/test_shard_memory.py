@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from node.shard import Shard
-from node.shards import ShardStore
+from shardlite.node.shard import Shard
+from shardlite.node.shards import ShardStore
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHARDS = 200
@@ -25,8 +25,8 @@ SCRIPT = """
 import ctypes, json, sqlite3, sys
 from pathlib import Path
 import _sqlite3
-from node.shards import ShardStore, limit_sqlite_memory
-from proto import frame_pb2
+from shardlite.node.shards import ShardStore, limit_sqlite_memory
+from shardlite.v1 import frame_pb2
 
 lib = ctypes.CDLL(_sqlite3.__file__)
 lib.sqlite3_memory_used.restype = ctypes.c_int64

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import grpc
 
-from node.client import Put
-from proto import kv_pb2, kv_pb2_grpc
+from shardlite.node.client import Put
+from shardlite.v1 import kv_pb2, kv_pb2_grpc
 from tests.harness import NodeProcess, free_ports
 
 

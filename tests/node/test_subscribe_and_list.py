@@ -12,13 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node import service as service_module
-from node.client import Client, ClientError, Delete, Put
-from node.config import NodeConfig
-from node.shard import scan
-from node.shards import ShardStore
-from proto import frame_pb2, kv_pb2, kv_pb2_grpc
-from replication.noop import NoopReplicator
+from shardlite.node import service as service_module
+from shardlite.node.client import Client, ClientError, Delete, Put
+from shardlite.node.config import NodeConfig
+from shardlite.node.shard import scan
+from shardlite.node.shards import ShardStore
+from shardlite.replication.noop import NoopReplicator
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 from tests.harness import InProcessNode, NodeProcess, free_ports, wait_until
 from tests.node.test_applier import _Pipeline, _put_frame
 

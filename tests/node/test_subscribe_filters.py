@@ -13,12 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node import service as service_module
-from node.async_client import AsyncClient
-from node.bearer import metadata
-from node.client import Client, ClientError, Condition, Delete, Put
-from node.config import NodeConfig
-from proto import kv_pb2, kv_pb2_grpc
+from shardlite.node import service as service_module
+from shardlite.node.async_client import AsyncClient
+from shardlite.node.bearer import metadata
+from shardlite.node.client import Client, ClientError, Condition, Delete, Put
+from shardlite.node.config import NodeConfig
+from shardlite.v1 import kv_pb2, kv_pb2_grpc
 from tests.harness import InProcessNode, NodeProcess, free_ports, wait_until
 from tests.node.auth_tokens import Tokens, standard_tokens
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import build_parser
 from scripts.chaos_docker import flags_to_env
+from shardlite.node.cli import build_parser
 from tests.harness import NodeProcess
 
 TEST_ONLY_ENV = {"SHARDLITE_UNSAFE_STALE_READS": "1", "SHARDLITE_FAULT_INJECTION": "1"}

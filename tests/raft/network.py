@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from replication.raft import (
+from shardlite.replication.raft import (
     NONE,
     Config,
     ConfState,

@@ -44,7 +44,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from replication.raft import (
+from shardlite.replication.raft import (
     ConfChange,
     ConfChangeType,
     Config,

@@ -3,7 +3,7 @@ acknowledged or reported committed may be lost (STYLE.md item 2, for the core)."
 
 from __future__ import annotations
 
-from replication.raft import MessageType, Role
+from shardlite.replication.raft import MessageType, Role
 from tests.raft.network import Network, drain, new_core, storage_of
 
 MT = MessageType

@@ -3,7 +3,7 @@ and scenario tests of elections on the in-process network."""
 
 from __future__ import annotations
 
-from replication.raft import NONE, Entry, HardState, Message, MessageType, Role
+from shardlite.replication.raft import NONE, Entry, HardState, Message, MessageType, Role
 from tests.raft.network import Network, msg, new_core, new_storage, read_messages
 
 MT = MessageType

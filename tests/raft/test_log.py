@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from replication.raft import (
+from shardlite.replication.raft import (
     Config,
     ConfState,
     Entry,
@@ -18,7 +18,7 @@ from replication.raft import (
     Role,
     SoftState,
 )
-from replication.raft.log import RaftLog
+from shardlite.replication.raft.log import RaftLog
 from tests.raft.network import msg, new_core, read_messages, storage_of
 
 MT = MessageType

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from replication.raft import (
+from shardlite.replication.raft import (
     CompactedError,
     ConfChange,
     ConfChangeType,
@@ -380,7 +380,7 @@ def test_conf_state_at_applied_survives_snapshot_restore() -> None:
     snapshot but before the driver advanced, conf_state_at(applied) must still
     answer for the old applied index.
     Reference: §7"""
-    from replication.raft import Snapshot, SnapshotMeta
+    from shardlite.replication.raft import Snapshot, SnapshotMeta
 
     r = new_core(2, storage=MemoryStorage.bootstrap([1, 2, 3]))
     read_messages(r)
@@ -515,7 +515,7 @@ def test_timeout_now_bypasses_lease() -> None:
     r = new_core(2)
     r.step(msg(MT.HEARTBEAT, 1, 2, term=1))
     read_messages(r)
-    from replication.raft import CAMPAIGN_TRANSFER
+    from shardlite.replication.raft import CAMPAIGN_TRANSFER
 
     r.step(msg(MT.VOTE, 3, 2, term=2, log_term=0, index=0, context=CAMPAIGN_TRANSFER))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from replication.raft import (
+from shardlite.replication.raft import (
     NONE,
     Entry,
     EntryType,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replication.raft import ConfChange, ConfChangeType, ConfState
-from replication.raft.progress import Inflights
-from replication.raft.quorum import VoteResult, committed_index, majority, vote_result
+from shardlite.replication.raft import ConfChange, ConfChangeType, ConfState
+from shardlite.replication.raft.progress import Inflights
+from shardlite.replication.raft.quorum import VoteResult, committed_index, majority, vote_result
 
 ids = st.integers(min_value=1, max_value=9)
 voter_sets = st.frozensets(ids, min_size=1, max_size=7)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from replication.raft import Message, MessageType, ProposalDroppedError, ReadContexts, ReadState
+from shardlite.replication.raft import (
+    Message,
+    MessageType,
+    ProposalDroppedError,
+    ReadContexts,
+    ReadState,
+)
 from tests.raft.network import Network, msg, new_core, read_messages
 
 MT = MessageType

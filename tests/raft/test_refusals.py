@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from replication.raft import (
+from shardlite.replication.raft import (
     ConfChange,
     ConfChangeType,
     Config,
@@ -31,7 +31,7 @@ from replication.raft import (
     Snapshot,
     SnapshotMeta,
 )
-from replication.raft.messages import LOCAL_MESSAGES
+from shardlite.replication.raft.messages import LOCAL_MESSAGES
 from tests.raft.network import drain, msg, new_core, read_messages
 
 MT = MessageType

@@ -3,7 +3,7 @@ control, batching, fast backtracking, probing, and snapshots (§7)."""
 
 from __future__ import annotations
 
-from replication.raft import (
+from shardlite.replication.raft import (
     ConfState,
     Entry,
     HardState,
@@ -319,7 +319,7 @@ def test_memory_storage_compaction_raises_compacted() -> None:
     Reference: §7"""
     import pytest
 
-    from replication.raft import CompactedError, UnavailableError
+    from shardlite.replication.raft import CompactedError, UnavailableError
 
     st = MemoryStorage()
     st.append([Entry(1, i) for i in range(1, 6)])

@@ -36,7 +36,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replication.raft import (
+from shardlite.replication.raft import (
     ConfChange,
     ConfChangeType,
     Config,

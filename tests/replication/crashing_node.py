@@ -10,8 +10,8 @@ import logging
 import os
 import sys
 
-from node.cli import main as cli_main
-from replication.durable import set_crash_hook
+from shardlite.node.cli import main as cli_main
+from shardlite.replication.durable import set_crash_hook
 
 CRASHED = 86  # the exit status that says "stopped at the crash point"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import grpc
 
-from proto import frame_pb2, raft_pb2_grpc
-from replication.raft.replicator import RaftReplicator, RaftSettings
-from replication.raft.transport import SERVER_GRPC_OPTIONS
-from replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
 from scripts.cluster import free_ports
+from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
+from shardlite.replication.raft.transport import SERVER_GRPC_OPTIONS
+from shardlite.replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
+from shardlite.v1 import frame_pb2, raft_pb2_grpc
 
 NAMES = ["r1", "r2", "r3"]
 

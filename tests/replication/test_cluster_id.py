@@ -11,13 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto import frame_pb2, raft_pb2, raft_pb2_grpc
-from replication.raft.cluster_id import METADATA_KEY, ClusterId, derive
-from replication.raft.messages import NONE
-from replication.raft.replicator import RaftReplicator, RaftSettings
-from replication.raft.snapshots import seal
-from replication.raft.transport import SERVER_GRPC_OPTIONS
 from scripts.cluster import free_ports
+from shardlite.replication.raft.cluster_id import METADATA_KEY, ClusterId, derive
+from shardlite.replication.raft.messages import NONE
+from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
+from shardlite.replication.raft.snapshots import seal
+from shardlite.replication.raft.transport import SERVER_GRPC_OPTIONS
+from shardlite.v1 import frame_pb2, raft_pb2, raft_pb2_grpc
 from tests.harness import until
 from tests.replication.local_raft import EmptyStateMachine
 

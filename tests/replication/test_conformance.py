@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from proto import frame_pb2
-from replication.noop import NoopReplicator
-from replication.replicator import Compacted, Rejected, RejectReason, Replicator
+from shardlite.replication.noop import NoopReplicator
+from shardlite.replication.replicator import Compacted, Rejected, RejectReason, Replicator
+from shardlite.v1 import frame_pb2
 from tests.replication.local_raft import LocalRaft
 
 Factory = Callable[[Path], Awaitable[Replicator]]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from replication.durable import fsync_tree, replace_durably, write_file_durably
-from replication.raft.members import MemberBook, MemberInfo
+from shardlite.replication.durable import fsync_tree, replace_durably, write_file_durably
+from shardlite.replication.raft.members import MemberBook, MemberInfo
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from proto import frame_pb2
-from replication.noop import NoopReplicator
-from replication.raft.messages import Message, MessageType
-from replication.raft.replicator import RaftReplicator, RaftSettings
-from replication.replicator import Rejected, RejectReason, Replicator
+from shardlite.replication.noop import NoopReplicator
+from shardlite.replication.raft.messages import Message, MessageType
+from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
+from shardlite.replication.replicator import Rejected, RejectReason, Replicator
+from shardlite.v1 import frame_pb2
 from tests.replication.local_raft import EmptyStateMachine
 
 # Everything below must answer well within this; the old code hung forever.

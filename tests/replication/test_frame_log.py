@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from replication.frame_log import HEADER, CorruptLog, FrameLog, IndexOutOfRange
+from shardlite.replication.frame_log import HEADER, CorruptLog, FrameLog, IndexOutOfRange
 
 
 def _payloads(n: int, start: int = 0) -> list[bytes]:

@@ -12,14 +12,14 @@ import asyncio
 import grpc
 import pytest
 
-from proto import raft_pb2_grpc
-from replication.raft.transport import (
+from shardlite.replication.raft.transport import (
     GRPC_OPTIONS,
     SERVER_GRPC_OPTIONS,
     RaftServicer,
     channel_options,
     server_options,
 )
+from shardlite.v1 import raft_pb2_grpc
 
 KEEPALIVE_MS = 1000  # gRPC pings at most about once a second anyway
 IDLE_PERIODS = 5

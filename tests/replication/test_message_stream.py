@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto import frame_pb2, raft_pb2, raft_pb2_grpc
-from replication.raft.cluster_id import METADATA_KEY
+from shardlite.replication.raft.cluster_id import METADATA_KEY
+from shardlite.v1 import frame_pb2, raft_pb2, raft_pb2_grpc
 from tests.harness import until
 from tests.replication.local_raft import NAMES, LocalRaft
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from proto import frame_pb2
-from replication.frame_log import FrameLog
-from replication.noop import NoopReplicator
+from shardlite.replication.frame_log import FrameLog
+from shardlite.replication.noop import NoopReplicator
+from shardlite.v1 import frame_pb2
 
 
 def test_concurrent_proposals_share_fsyncs(tmp_path: Path, monkeypatch) -> None:

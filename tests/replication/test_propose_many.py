@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from proto import frame_pb2
-from replication.raft.replicator import RaftReplicator
+from shardlite.replication.raft.replicator import RaftReplicator
+from shardlite.v1 import frame_pb2
 from tests.harness import until
 from tests.replication.local_raft import EmptyStateMachine
 from tests.replication.test_raft_bounds import single

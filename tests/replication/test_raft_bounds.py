@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from proto import frame_pb2
-from replication.raft.replicator import RaftReplicator, RaftSettings
-from replication.raft.wal import DiskStorage
-from replication.replicator import Accepted, Rejected, RejectReason
+from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
+from shardlite.replication.raft.wal import DiskStorage
+from shardlite.replication.replicator import Accepted, Rejected, RejectReason
+from shardlite.v1 import frame_pb2
 from tests.harness import until
 from tests.replication.local_raft import EmptyStateMachine
 

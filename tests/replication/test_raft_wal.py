@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from replication.raft import CompactedError, ConfState, Entry, EntryType, HardState
-from replication.raft.messages import Snapshot, SnapshotMeta
-from replication.raft.wal import RECORD, WAL_NAME, CorruptWal, DiskStorage
+from shardlite.replication.raft import CompactedError, ConfState, Entry, EntryType, HardState
+from shardlite.replication.raft.messages import Snapshot, SnapshotMeta
+from shardlite.replication.raft.wal import RECORD, WAL_NAME, CorruptWal, DiskStorage
 
 CONF = ConfState(frozenset({1, 2, 3}))
 

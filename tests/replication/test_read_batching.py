@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from replication.raft.core import RaftCore
+from shardlite.replication.raft.core import RaftCore
 from tests.harness import until
 from tests.replication.local_raft import LocalRaft
 

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from node.applier import read_applied_marker
-from node.shards import ShardStore
-from node.snapshots import ShardSnapshots
-from proto import raft_pb2
-from replication.raft.snapshots import (
+from shardlite.node.applier import read_applied_marker
+from shardlite.node.shards import ShardStore
+from shardlite.node.snapshots import ShardSnapshots
+from shardlite.replication.raft.snapshots import (
     MANIFEST,
     incoming_name,
     receive_files,
@@ -23,6 +22,7 @@ from replication.raft.snapshots import (
     stream_files,
     verify_dir,
 )
+from shardlite.v1 import raft_pb2
 
 INDEX = 42
 

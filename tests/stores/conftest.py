@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.client import Client, ClientError
+from shardlite.node.client import Client, ClientError
 from tests.harness import LocalCluster, NodeProcess, free_ports, wait_until
 
 # Fast elections: 50 ms ticks, a 0.5-1 s election timeout.

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from node.client import Client, Condition, ConditionFailedError, Delete, Put
-from proto import kv_pb2
-from stores import Mirror, MirrorTimeoutError, StoreClosedError
+from shardlite.node.client import Client, Condition, ConditionFailedError, Delete, Put
+from shardlite.stores import Mirror, MirrorTimeoutError, StoreClosedError
+from shardlite.v1 import kv_pb2
 from tests.harness import NodeProcess, wait_until
 from tests.stores.conftest import Cluster, Target
 

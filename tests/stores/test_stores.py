@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from node.client import Client, ClientError, ConditionFailedError
-from stores import (
+from shardlite.node.client import Client, ClientError, ConditionFailedError
+from shardlite.stores import (
     Checkpoint,
     CheckpointStore,
     ForeignIdentityError,
@@ -26,7 +26,7 @@ from stores import (
     SchemaError,
     StoreClosedError,
 )
-from stores.keys import record_key, record_parts
+from shardlite.stores.keys import record_key, record_parts
 from tests.harness import wait_until
 from tests.stores.conftest import CALL_TIMEOUT, Cluster, Target
 

@@ -5,7 +5,7 @@ Peer-to-peer traffic between shardlite nodes (separate from the client API)."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from proto import raft_pb2 as _raft_pb2
+from shardlite.v1 import raft_pb2 as _raft_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto import kv_pb2 as proto_dot_kv__pb2
+from shardlite.v1 import kv_pb2 as shardlite_dot_v1_dot_kv__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/kv_pb2_grpc.py depends on'
+        + ' but the generated code in shardlite/v1/kv_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,53 +36,53 @@ class KVStub:
         """
         self.Put = channel.unary_unary(
                 '/shardlite.v1.KV/Put',
-                request_serializer=proto_dot_kv__pb2.PutRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.PutResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.PutRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.PutResponse.FromString,
                 _registered_method=True)
         self.Get = channel.unary_unary(
                 '/shardlite.v1.KV/Get',
-                request_serializer=proto_dot_kv__pb2.GetRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.GetResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.GetRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.GetResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/shardlite.v1.KV/Delete',
-                request_serializer=proto_dot_kv__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.DeleteResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.Batch = channel.unary_unary(
                 '/shardlite.v1.KV/Batch',
-                request_serializer=proto_dot_kv__pb2.BatchRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.BatchResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.BatchRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.BatchResponse.FromString,
                 _registered_method=True)
         self.List = channel.unary_stream(
                 '/shardlite.v1.KV/List',
-                request_serializer=proto_dot_kv__pb2.ListRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.ListResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.ListRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.ListResponse.FromString,
                 _registered_method=True)
         self.ListNamespaces = channel.unary_unary(
                 '/shardlite.v1.KV/ListNamespaces',
-                request_serializer=proto_dot_kv__pb2.ListNamespacesRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.ListNamespacesResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.ListNamespacesRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.ListNamespacesResponse.FromString,
                 _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/shardlite.v1.KV/Subscribe',
-                request_serializer=proto_dot_kv__pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.SubscribeResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/shardlite.v1.KV/Status',
-                request_serializer=proto_dot_kv__pb2.StatusRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.StatusResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.StatusRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.StatusResponse.FromString,
                 _registered_method=True)
         self.MultiWrite = channel.unary_unary(
                 '/shardlite.v1.KV/MultiWrite',
-                request_serializer=proto_dot_kv__pb2.MultiWriteRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.MultiWriteResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.MultiWriteRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.MultiWriteResponse.FromString,
                 _registered_method=True)
         self.MultiGet = channel.unary_unary(
                 '/shardlite.v1.KV/MultiGet',
-                request_serializer=proto_dot_kv__pb2.MultiGetRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.MultiGetResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.MultiGetRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.MultiGetResponse.FromString,
                 _registered_method=True)
 
 
@@ -156,53 +156,53 @@ def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Put': grpc.unary_unary_rpc_method_handler(
                     servicer.Put,
-                    request_deserializer=proto_dot_kv__pb2.PutRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.PutResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.PutRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.PutResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=proto_dot_kv__pb2.GetRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.GetResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.GetRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.GetResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=proto_dot_kv__pb2.DeleteRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.DeleteRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.DeleteResponse.SerializeToString,
             ),
             'Batch': grpc.unary_unary_rpc_method_handler(
                     servicer.Batch,
-                    request_deserializer=proto_dot_kv__pb2.BatchRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.BatchResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.BatchRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.BatchResponse.SerializeToString,
             ),
             'List': grpc.unary_stream_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=proto_dot_kv__pb2.ListRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.ListResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.ListRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.ListResponse.SerializeToString,
             ),
             'ListNamespaces': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNamespaces,
-                    request_deserializer=proto_dot_kv__pb2.ListNamespacesRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.ListNamespacesResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.ListNamespacesRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.ListNamespacesResponse.SerializeToString,
             ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
-                    request_deserializer=proto_dot_kv__pb2.SubscribeRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.SubscribeResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.SubscribeRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.SubscribeResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=proto_dot_kv__pb2.StatusRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.StatusResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.StatusRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.StatusResponse.SerializeToString,
             ),
             'MultiWrite': grpc.unary_unary_rpc_method_handler(
                     servicer.MultiWrite,
-                    request_deserializer=proto_dot_kv__pb2.MultiWriteRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.MultiWriteResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.MultiWriteRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.MultiWriteResponse.SerializeToString,
             ),
             'MultiGet': grpc.unary_unary_rpc_method_handler(
                     servicer.MultiGet,
-                    request_deserializer=proto_dot_kv__pb2.MultiGetRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.MultiGetResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.MultiGetRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.MultiGetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -230,8 +230,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/Put',
-            proto_dot_kv__pb2.PutRequest.SerializeToString,
-            proto_dot_kv__pb2.PutResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.PutRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.PutResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -257,8 +257,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/Get',
-            proto_dot_kv__pb2.GetRequest.SerializeToString,
-            proto_dot_kv__pb2.GetResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.GetRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.GetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -284,8 +284,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/Delete',
-            proto_dot_kv__pb2.DeleteRequest.SerializeToString,
-            proto_dot_kv__pb2.DeleteResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.DeleteRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -311,8 +311,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/Batch',
-            proto_dot_kv__pb2.BatchRequest.SerializeToString,
-            proto_dot_kv__pb2.BatchResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.BatchRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.BatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -338,8 +338,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/List',
-            proto_dot_kv__pb2.ListRequest.SerializeToString,
-            proto_dot_kv__pb2.ListResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.ListRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -365,8 +365,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/ListNamespaces',
-            proto_dot_kv__pb2.ListNamespacesRequest.SerializeToString,
-            proto_dot_kv__pb2.ListNamespacesResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.ListNamespacesRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.ListNamespacesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -392,8 +392,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/Subscribe',
-            proto_dot_kv__pb2.SubscribeRequest.SerializeToString,
-            proto_dot_kv__pb2.SubscribeResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.SubscribeRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.SubscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -419,8 +419,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/Status',
-            proto_dot_kv__pb2.StatusRequest.SerializeToString,
-            proto_dot_kv__pb2.StatusResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.StatusRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.StatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -446,8 +446,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/MultiWrite',
-            proto_dot_kv__pb2.MultiWriteRequest.SerializeToString,
-            proto_dot_kv__pb2.MultiWriteResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.MultiWriteRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.MultiWriteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -473,8 +473,8 @@ class KV:
             request,
             target,
             '/shardlite.v1.KV/MultiGet',
-            proto_dot_kv__pb2.MultiGetRequest.SerializeToString,
-            proto_dot_kv__pb2.MultiGetResponse.FromString,
+            shardlite_dot_v1_dot_kv__pb2.MultiGetRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.MultiGetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -498,8 +498,8 @@ class MaintenanceStub:
         """
         self.Backup = channel.unary_stream(
                 '/shardlite.v1.Maintenance/Backup',
-                request_serializer=proto_dot_kv__pb2.BackupRequest.SerializeToString,
-                response_deserializer=proto_dot_kv__pb2.BackupChunk.FromString,
+                request_serializer=shardlite_dot_v1_dot_kv__pb2.BackupRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_kv__pb2.BackupChunk.FromString,
                 _registered_method=True)
 
 
@@ -520,8 +520,8 @@ def add_MaintenanceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Backup': grpc.unary_stream_rpc_method_handler(
                     servicer.Backup,
-                    request_deserializer=proto_dot_kv__pb2.BackupRequest.FromString,
-                    response_serializer=proto_dot_kv__pb2.BackupChunk.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_kv__pb2.BackupRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_kv__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -550,8 +550,8 @@ class Maintenance:
             request,
             target,
             '/shardlite.v1.Maintenance/Backup',
-            proto_dot_kv__pb2.BackupRequest.SerializeToString,
-            proto_dot_kv__pb2.BackupChunk.FromString,
+            shardlite_dot_v1_dot_kv__pb2.BackupRequest.SerializeToString,
+            shardlite_dot_v1_dot_kv__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

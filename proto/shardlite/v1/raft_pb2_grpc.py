@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto import raft_pb2 as proto_dot_raft__pb2
+from shardlite.v1 import raft_pb2 as shardlite_dot_v1_dot_raft__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/raft_pb2_grpc.py depends on'
+        + ' but the generated code in shardlite/v1/raft_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,23 +36,23 @@ class RaftStub:
         """
         self.Send = channel.stream_unary(
                 '/shardlite.v1.Raft/Send',
-                request_serializer=proto_dot_raft__pb2.RaftBatch.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.SendAck.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.RaftBatch.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.SendAck.FromString,
                 _registered_method=True)
         self.MessagePort = channel.unary_unary(
                 '/shardlite.v1.Raft/MessagePort',
-                request_serializer=proto_dot_raft__pb2.MessagePortRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.MessagePortResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.MessagePortRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.MessagePortResponse.FromString,
                 _registered_method=True)
         self.SendSnapshot = channel.stream_unary(
                 '/shardlite.v1.Raft/SendSnapshot',
-                request_serializer=proto_dot_raft__pb2.SnapshotChunk.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.SnapshotAck.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.SnapshotAck.FromString,
                 _registered_method=True)
         self.Forward = channel.unary_unary(
                 '/shardlite.v1.Raft/Forward',
-                request_serializer=proto_dot_raft__pb2.ForwardRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.ForwardResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.ForwardResponse.FromString,
                 _registered_method=True)
 
 
@@ -92,23 +92,23 @@ def add_RaftServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Send': grpc.stream_unary_rpc_method_handler(
                     servicer.Send,
-                    request_deserializer=proto_dot_raft__pb2.RaftBatch.FromString,
-                    response_serializer=proto_dot_raft__pb2.SendAck.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.RaftBatch.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.SendAck.SerializeToString,
             ),
             'MessagePort': grpc.unary_unary_rpc_method_handler(
                     servicer.MessagePort,
-                    request_deserializer=proto_dot_raft__pb2.MessagePortRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.MessagePortResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.MessagePortRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.MessagePortResponse.SerializeToString,
             ),
             'SendSnapshot': grpc.stream_unary_rpc_method_handler(
                     servicer.SendSnapshot,
-                    request_deserializer=proto_dot_raft__pb2.SnapshotChunk.FromString,
-                    response_serializer=proto_dot_raft__pb2.SnapshotAck.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.SnapshotChunk.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.SnapshotAck.SerializeToString,
             ),
             'Forward': grpc.unary_unary_rpc_method_handler(
                     servicer.Forward,
-                    request_deserializer=proto_dot_raft__pb2.ForwardRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.ForwardResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.ForwardRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.ForwardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -136,8 +136,8 @@ class Raft:
             request_iterator,
             target,
             '/shardlite.v1.Raft/Send',
-            proto_dot_raft__pb2.RaftBatch.SerializeToString,
-            proto_dot_raft__pb2.SendAck.FromString,
+            shardlite_dot_v1_dot_raft__pb2.RaftBatch.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.SendAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -163,8 +163,8 @@ class Raft:
             request,
             target,
             '/shardlite.v1.Raft/MessagePort',
-            proto_dot_raft__pb2.MessagePortRequest.SerializeToString,
-            proto_dot_raft__pb2.MessagePortResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.MessagePortRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.MessagePortResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -190,8 +190,8 @@ class Raft:
             request_iterator,
             target,
             '/shardlite.v1.Raft/SendSnapshot',
-            proto_dot_raft__pb2.SnapshotChunk.SerializeToString,
-            proto_dot_raft__pb2.SnapshotAck.FromString,
+            shardlite_dot_v1_dot_raft__pb2.SnapshotChunk.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.SnapshotAck.FromString,
             options,
             channel_credentials,
             insecure,
@@ -217,8 +217,8 @@ class Raft:
             request,
             target,
             '/shardlite.v1.Raft/Forward',
-            proto_dot_raft__pb2.ForwardRequest.SerializeToString,
-            proto_dot_raft__pb2.ForwardResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.ForwardRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.ForwardResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -242,23 +242,23 @@ class ClusterStub:
         """
         self.Members = channel.unary_unary(
                 '/shardlite.v1.Cluster/Members',
-                request_serializer=proto_dot_raft__pb2.MembersRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.MembersResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.MembersRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.MembersResponse.FromString,
                 _registered_method=True)
         self.AddMember = channel.unary_unary(
                 '/shardlite.v1.Cluster/AddMember',
-                request_serializer=proto_dot_raft__pb2.AddMemberRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.AddMemberResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.AddMemberResponse.FromString,
                 _registered_method=True)
         self.RemoveMember = channel.unary_unary(
                 '/shardlite.v1.Cluster/RemoveMember',
-                request_serializer=proto_dot_raft__pb2.RemoveMemberRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.RemoveMemberResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.RemoveMemberResponse.FromString,
                 _registered_method=True)
         self.TransferLeader = channel.unary_unary(
                 '/shardlite.v1.Cluster/TransferLeader',
-                request_serializer=proto_dot_raft__pb2.TransferLeaderRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.TransferLeaderResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
 
 
@@ -295,23 +295,23 @@ def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Members': grpc.unary_unary_rpc_method_handler(
                     servicer.Members,
-                    request_deserializer=proto_dot_raft__pb2.MembersRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.MembersResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.MembersRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.MembersResponse.SerializeToString,
             ),
             'AddMember': grpc.unary_unary_rpc_method_handler(
                     servicer.AddMember,
-                    request_deserializer=proto_dot_raft__pb2.AddMemberRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.AddMemberResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.AddMemberRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.AddMemberResponse.SerializeToString,
             ),
             'RemoveMember': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveMember,
-                    request_deserializer=proto_dot_raft__pb2.RemoveMemberRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.RemoveMemberResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.RemoveMemberResponse.SerializeToString,
             ),
             'TransferLeader': grpc.unary_unary_rpc_method_handler(
                     servicer.TransferLeader,
-                    request_deserializer=proto_dot_raft__pb2.TransferLeaderRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.TransferLeaderResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.TransferLeaderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -340,8 +340,8 @@ class Cluster:
             request,
             target,
             '/shardlite.v1.Cluster/Members',
-            proto_dot_raft__pb2.MembersRequest.SerializeToString,
-            proto_dot_raft__pb2.MembersResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.MembersRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.MembersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -367,8 +367,8 @@ class Cluster:
             request,
             target,
             '/shardlite.v1.Cluster/AddMember',
-            proto_dot_raft__pb2.AddMemberRequest.SerializeToString,
-            proto_dot_raft__pb2.AddMemberResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.AddMemberRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.AddMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -394,8 +394,8 @@ class Cluster:
             request,
             target,
             '/shardlite.v1.Cluster/RemoveMember',
-            proto_dot_raft__pb2.RemoveMemberRequest.SerializeToString,
-            proto_dot_raft__pb2.RemoveMemberResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.RemoveMemberRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.RemoveMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -421,8 +421,8 @@ class Cluster:
             request,
             target,
             '/shardlite.v1.Cluster/TransferLeader',
-            proto_dot_raft__pb2.TransferLeaderRequest.SerializeToString,
-            proto_dot_raft__pb2.TransferLeaderResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.TransferLeaderRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.TransferLeaderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -445,13 +445,13 @@ class FaultsStub:
         """
         self.Partition = channel.unary_unary(
                 '/shardlite.v1.Faults/Partition',
-                request_serializer=proto_dot_raft__pb2.PartitionRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.PartitionResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.PartitionRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.PartitionResponse.FromString,
                 _registered_method=True)
         self.Heal = channel.unary_unary(
                 '/shardlite.v1.Faults/Heal',
-                request_serializer=proto_dot_raft__pb2.HealRequest.SerializeToString,
-                response_deserializer=proto_dot_raft__pb2.PartitionResponse.FromString,
+                request_serializer=shardlite_dot_v1_dot_raft__pb2.HealRequest.SerializeToString,
+                response_deserializer=shardlite_dot_v1_dot_raft__pb2.PartitionResponse.FromString,
                 _registered_method=True)
 
 
@@ -475,13 +475,13 @@ def add_FaultsServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Partition': grpc.unary_unary_rpc_method_handler(
                     servicer.Partition,
-                    request_deserializer=proto_dot_raft__pb2.PartitionRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.PartitionResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.PartitionRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.PartitionResponse.SerializeToString,
             ),
             'Heal': grpc.unary_unary_rpc_method_handler(
                     servicer.Heal,
-                    request_deserializer=proto_dot_raft__pb2.HealRequest.FromString,
-                    response_serializer=proto_dot_raft__pb2.PartitionResponse.SerializeToString,
+                    request_deserializer=shardlite_dot_v1_dot_raft__pb2.HealRequest.FromString,
+                    response_serializer=shardlite_dot_v1_dot_raft__pb2.PartitionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -509,8 +509,8 @@ class Faults:
             request,
             target,
             '/shardlite.v1.Faults/Partition',
-            proto_dot_raft__pb2.PartitionRequest.SerializeToString,
-            proto_dot_raft__pb2.PartitionResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.PartitionRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.PartitionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -536,8 +536,8 @@ class Faults:
             request,
             target,
             '/shardlite.v1.Faults/Heal',
-            proto_dot_raft__pb2.HealRequest.SerializeToString,
-            proto_dot_raft__pb2.PartitionResponse.FromString,
+            shardlite_dot_v1_dot_raft__pb2.HealRequest.SerializeToString,
+            shardlite_dot_v1_dot_raft__pb2.PartitionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,7 +5,7 @@ The client API of a shardlite node."""
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from proto import kv_pb2 as _kv_pb2
+from shardlite.v1 import kv_pb2 as _kv_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
