@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 KV_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["KV"]
 MAINTENANCE_SERVICE = kv_pb2.DESCRIPTOR.services_by_name["Maintenance"]
 RAFT_SERVICE = raft_pb2.DESCRIPTOR.services_by_name["Raft"]
+# gRPC core's queue of calls not yet taken by the server (pending_calls_bound).
+PENDING_CALLS_PER_ADMITTED = 4
+PENDING_CALLS_FLOOR = 16_384
 CLUSTER_SERVICE = raft_pb2.DESCRIPTOR.services_by_name["Cluster"]
 FAULTS_SERVICE = raft_pb2.DESCRIPTOR.services_by_name["Faults"]
 HOUSEKEEPING_INTERVAL = 1.0
@@ -124,6 +127,13 @@ def _pending_bound(name: str, config: NodeConfig) -> dict[str, int]:
     """--max-pending-proposals under the replicator's own name, if it was given."""
     bound = config.max_pending_proposals
     return {} if bound is None else {name: bound}
+
+
+def pending_calls_bound(config: NodeConfig) -> int:
+    """Calls gRPC core may queue before the server takes them: far above the
+    calls admitted at once, so that a flood is refused by admission with a
+    clean RESOURCE_EXHAUSTED, not cancelled by the queue; still finite."""
+    return PENDING_CALLS_PER_ADMITTED * config.max_concurrent_requests + PENDING_CALLS_FLOOR
 
 
 class DataDirMismatch(Exception):
@@ -347,6 +357,13 @@ class Node:
                 ("grpc.max_send_message_length", config.max_request_bytes),
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_concurrent_streams", config.max_streams_per_connection),
+                # gRPC core holds calls the server has not picked up yet in a
+                # queue that, past 1,000 (its default), cancels them at random:
+                # the client sees CANCELLED for a call nobody cancelled. Under
+                # load that queue is most of the calls in flight, so it must not
+                # shed before admission does (RESOURCE_EXHAUSTED, node/admission.py).
+                ("grpc.server.max_pending_requests", pending_calls_bound(config)),
+                ("grpc.server.max_pending_requests_hard_limit", pending_calls_bound(config)),
                 *PEER_SERVER_GRPC_OPTIONS,  # accept the peers' keepalive pings
             ]
         )
