@@ -61,6 +61,8 @@ from .wal import DiskStorage
 log = logging.getLogger(__name__)
 
 MAX_READY_ROUNDS = 64
+# Bytes of appends in flight to one follower (flow control, etcd-io/raft MaxInflightBytes).
+MAX_INFLIGHT_BYTES = 16 << 20
 # Ask again for a read index not answered within this many ticks.
 READ_RETRY_TICKS = 5
 
@@ -144,6 +146,11 @@ class RaftDriver:
                 election_tick=election_tick,
                 heartbeat_tick=heartbeat_tick,
                 applied=applied,
+                # Heartbeats share a follower's TCP stream with the appends: with
+                # 256 appends of up to a large entry each in flight, a lagging
+                # follower's stream held up to 1 GB ahead of them (elections
+                # during catch-up). etcd-io/raft's MaxInflightBytes does the same.
+                max_inflight_bytes=MAX_INFLIGHT_BYTES,
                 logger=NamedLogger(logging.getLogger("shardlite.raft.core"), members),
             ),
             rng or random.Random(),
