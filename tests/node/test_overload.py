@@ -80,7 +80,7 @@ async def _flood(
         stubs = [kv_pb2_grpc.KVStub(channel) for channel in opened]
         end = asyncio.get_running_loop().time() + seconds
 
-        async def caller(stub: kv_pb2_grpc.KVStub) -> None:
+        async def caller(stub: kv_pb2_grpc.KVAsyncStub) -> None:
             while asyncio.get_running_loop().time() < end:
                 try:
                     await stub.Get(
@@ -96,7 +96,7 @@ async def _flood(
         await asyncio.gather(*(caller(stub) for stub in stubs for _ in range(calls_per_channel)))
     finally:
         for channel in opened:
-            await channel.close()
+            await channel.close(None)
     return codes
 
 
