@@ -20,7 +20,7 @@ help:
 	@echo "make proto  - regenerate the *_pb2*.py modules from proto/shardlite/v1/*.proto"
 	@echo "make sim SEEDS=N - run the Raft simulator over N seeds per cluster size"
 	@echo "make chaos DURATION=600 - every chaos scenario, checked for linearizability"
-	@echo "make bench [QUICK=1] - shardlite, etcd and a bare gRPC echo server side by side (~7 min; ~2 quick)"
+	@echo "make bench [QUICK=1] - shardlite, etcd and a bare gRPC echo server side by side (~13 min; ~2 quick)"
 	@echo "make bench-scale [QUICK=1] - many shards, catch-up, restart, overload (issue 12 targets 5-7; ~12 min; ~3 quick)"
 
 $(BIN)/python:

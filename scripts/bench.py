@@ -1,6 +1,6 @@
 """shardlite against etcd and a bare gRPC echo server, side by side, on this machine.
 
-    python -m scripts.bench                      # the default comparison (~7 min)
+    python -m scripts.bench                      # the default comparison (~13 min)
     python -m scripts.bench --quick              # the same cases, shorter (~2 min)
     python -m scripts.bench --targets shardlite,etcd --case put@64 --case get=90,put=10@256
     python -m scripts.bench --targets shardlite-client,shardlite,etcd --case put@64
