@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -155,14 +156,22 @@ class KVService:
                 barrier[linearizable] = None
             except (Unavailable, InvalidArgument) as exc:
                 barrier[linearizable] = exc
+        # One statement per shard (not one per get), then the answers in order.
+        readable = [v for v in valid if barrier[v[4]] is None]
+        keys_of: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for _, org, namespace, key, _ in readable:
+            keys_of[(org, namespace)].append(key)
+        values: dict[tuple[str, str], dict[str, tuple[bytes, int]]] = {}
+        for (org, namespace), keys in keys_of.items():
+            with self.store.use(org, namespace, create=False) as shard:
+                values[(org, namespace)] = shard.get_many(keys) if shard is not None else {}
         room = self.config.max_request_bytes - frames.STREAM_OVERHEAD_BYTES
         for position, org, namespace, key, linearizable in valid:
             refused = barrier[linearizable]
             if refused is not None:
                 results[position] = kv_pb2.GetResult(error=rpc.op_error(refused))
                 continue
-            with self.store.use(org, namespace, create=False) as shard:
-                found = shard.get(key) if shard is not None else None
+            found = values[(org, namespace)].get(key)
             if found is None:
                 results[position] = kv_pb2.GetResult(get=kv_pb2.GetResponse(found=False))
                 continue

@@ -30,6 +30,8 @@ from shardlite.replication.durable import fsync_path
 from shardlite.v1 import frame_pb2
 
 LIST_CHUNK = 256
+# Keys read by one statement of Shard.get_many (MultiGet).
+GET_MANY_CHUNK = 500
 # How many indices a request id (and a frame's outcome) is remembered for. A
 # decision of the state machine, so the same on every replica: a constant of
 # the code, never a node's configuration (replicas configured differently
@@ -248,6 +250,22 @@ class Shard:
     def get(self, key: str) -> tuple[bytes, int] | None:
         row = self._reader.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
         return (bytes(row[0]), int(row[1])) if row else None
+
+    def get_many(self, keys: list[str]) -> dict[str, tuple[bytes, int]]:
+        """`get` of each of `keys` (distinct or not) in one statement, one read
+        snapshot: the found ones, by key."""
+        found: dict[str, tuple[bytes, int]] = {}
+        distinct = list(dict.fromkeys(keys))
+        # Well below SQLite's limit of bound variables (32,766 since 3.32).
+        for start in range(0, len(distinct), GET_MANY_CHUNK):
+            chunk = distinct[start : start + GET_MANY_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._reader.execute(
+                f"SELECT key, value, version FROM kv WHERE key IN ({marks})", chunk
+            )
+            for key, value, version in rows:
+                found[key] = (bytes(value), int(version))
+        return found
 
     def outcome(self, index: int) -> frame_pb2.FrameResult | None:
         """What applying the frame at `index` produced here (None: not applied

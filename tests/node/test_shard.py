@@ -88,3 +88,17 @@ def test_scan_holds_one_snapshot_across_chunks(tmp_path: Path) -> None:
     keys = [k for k, _, _ in first + rest]
     assert keys == [f"k{i:04d}" for i in range(600)]
     shard.close()
+
+
+def test_get_many_answers_as_get_does_across_its_chunks(tmp_path: Path) -> None:
+    shard = Shard(tmp_path / "s.db")
+    shard.apply([(i, _put(f"k{i}", f"v{i}".encode())) for i in range(1, 1201)], 100_000)
+    shard.apply([(1201, _put("k7", b"again"))], 100_000)
+    # More keys than one statement takes, repeats and missing keys among them.
+    keys = [f"k{i}" for i in range(1, 1300)] + ["k7", "k1", "nope"]
+    found = shard.get_many(keys)
+    assert found == {key: value for key in keys if (value := shard.get(key)) is not None}
+    assert len(found) == 1200
+    assert found["k7"] == (b"again", 1201)
+    assert shard.get_many([]) == {}
+    shard.close()
