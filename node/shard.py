@@ -252,8 +252,9 @@ class Shard:
         return (bytes(row[0]), int(row[1])) if row else None
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[bytes, int]]:
-        """`get` of each of `keys` (distinct or not) in one statement, one read
-        snapshot: the found ones, by key."""
+        """`get` of each of `keys` (distinct or not), one statement per
+        GET_MANY_CHUNK distinct keys: the found ones, by key. Each get sees at
+        least what `get` would have at the time of the call."""
         found: dict[str, tuple[bytes, int]] = {}
         distinct = list(dict.fromkeys(keys))
         # Well below SQLite's limit of bound variables (32,766 since 3.32).

@@ -17,6 +17,7 @@ import pytest
 from shardlite.replication.noop import NoopReplicator
 from shardlite.replication.replicator import Compacted, Rejected, RejectReason, Replicator
 from shardlite.v1 import frame_pb2
+from tests.harness import until
 from tests.replication.local_raft import LocalRaft
 
 Factory = Callable[[Path], Awaitable[Replicator]]
@@ -179,12 +180,8 @@ def test_compacted_history_is_reported(factory: Factory, tmp_path: Path) -> None
             last = (await r.propose(frame(n, size=100))).index
         r.compact(last)
         # Compaction may run in the background (Raft snapshots first).
-        for _ in range(500):
-            if r.status().first_index > 1:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: r.status().first_index > 1, 5, "the log to be compacted")
         first = r.status().first_index
-        assert first > 1
         with pytest.raises(Compacted) as compacted:
             await collect(r, 1, 1)
         assert compacted.value.first_index == first

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from shardlite.replication.raft.messages import Message, MessageType
 from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
 from shardlite.replication.replicator import Rejected, RejectReason, Replicator
 from shardlite.v1 import frame_pb2
+from tests.harness import until
 from tests.replication.local_raft import EmptyStateMachine
 
 # Everything below must answer well within this; the old code hung forever.
@@ -48,15 +48,6 @@ class FailingDisk:
             real(fd)
 
         monkeypatch.setattr(os, "fsync", fsync)
-
-
-async def _wait(condition: Callable[[], bool], within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def _check_dead(r: Replicator, waiting: list[asyncio.Task[object]]) -> None:
@@ -94,7 +85,7 @@ def test_raft_replicator_fails_stop_when_the_wal_fsync_fails(
             read_timeout=30,
         )
         r = RaftReplicator(settings, EmptyStateMachine(), on_fatal=fatal.append)
-        await _wait(lambda: r.driver.is_leader, 5, "the single member to lead")
+        await until(lambda: r.driver.is_leader, 5, "the single member to lead")
         await r.propose(frame(0))
         # A subscriber waiting for the next entry, and proposals that the dying
         # fsync carries.
