@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from shardlite.node import cli_data, token_cli
+from shardlite.node import cli_data, stack_dump, token_cli
 from shardlite.node.bearer import channel_with_token
 from shardlite.node.cli_output import b64, emit, error, wants_json
 from shardlite.node.client import (
@@ -334,6 +334,7 @@ def _run_node(args: argparse.Namespace) -> int:
         stream_stall_seconds=args.stream_stall_seconds,
     )
     setup_logging(config.log_format, config.log_level, node_id=config.node_id)
+    stack_dump.install_threads()
     for flag in sorted(TEST_ONLY_FLAGS):
         if env_var(flag) in os.environ:
             logging.getLogger(__name__).warning(

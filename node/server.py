@@ -17,7 +17,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from shardlite.node import auth, logs, reflection, rpc
+from shardlite.node import auth, logs, reflection, rpc, stack_dump
 from shardlite.node.admission import Admission
 from shardlite.node.applier import Applier, read_applied_marker
 from shardlite.node.backup import (
@@ -584,6 +584,7 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    stack_dump.install(loop)
     fatal: str | None = None
     logs.set_term_source(lambda: node.term)  # every line this process writes
     try:
@@ -601,5 +602,6 @@ async def serve(config: NodeConfig) -> None:
     finally:
         fatal = fatal or node.lifecycle.fatal
         await node.stop(grace=1.0 if fatal is not None else None)
+        stack_dump.uninstall(loop)
     if fatal is not None:
         raise FatalError(fatal)

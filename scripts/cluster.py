@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from shardlite.node import stack_dump
 from shardlite.node.client import Client
 
 START_TIMEOUT = 30.0
@@ -70,6 +71,7 @@ class LocalNode:
     cwd: Path | None = None
     # host:port for its Prometheus endpoint ("" = none).
     metrics_listen: str = ""
+    start_timeout: float = START_TIMEOUT
     process: subprocess.Popen[bytes] | None = None
     endpoint: str = ""
     _log: IO[bytes] | None = field(default=None, repr=False)
@@ -99,9 +101,29 @@ class LocalNode:
                 raise RuntimeError(f"node exited with {proc.returncode}: {self.log_tail()}")
             return ready.exists()
 
-        wait_until(started, START_TIMEOUT, f"node {self.node_id} to serve")
+        try:
+            wait_until(started, self.start_timeout, f"node {self.node_id} to serve")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; where it waits:\n{self.stacks()}") from None
         self.endpoint = ready.read_text().strip()
         return self
+
+    def stacks(self, timeout: float = 5.0) -> str:
+        """Ask a running node where it waits (SIGUSR1, node/stack_dump.py) and
+        return the end of its log, which holds the answer."""
+        if not self.running:
+            return self.log_tail()
+        before = self.log_path.stat().st_size if self.log_path.exists() else 0
+        os.kill(self.pid, signal.SIGUSR1)
+
+        def dumped() -> bool:
+            with open(self.log_path, "rb") as log:
+                log.seek(before)
+                return stack_dump.END.encode() in log.read()
+
+        with contextlib.suppress(TimeoutError):  # a stuck loop: the threads' part only
+            wait_until(dumped, timeout, "the stack dump")
+        return self.log_tail(lines=300)
 
     @property
     def metrics_url(self) -> str:
