@@ -236,6 +236,9 @@ class Applier:
                     with self._marker_lock:
                         self._dirty.add(shard.path)
                     shard_results = shard.apply(frames, self.request_retention)
+                    # After the commit, before applied_index moves past these
+                    # frames: a snapshot at that index copies this shard anew.
+                    self.store.note_written(shard.path)
             except Exception as exc:
                 # Once the shard is open, a frame's own content errors are
                 # caught per frame (Shard.apply's savepoints): anything that

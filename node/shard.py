@@ -126,11 +126,12 @@ class Shard:
             # keeps the file consistent across a power loss (checkpoints sync).
             self._writer.execute("PRAGMA synchronous = NORMAL")
             migrate(self._writer)
-            self._reader = _connect(path, busy_timeout_ms)
         except BaseException:
             self._writer.close()
             raise
-        self._reader.execute("PRAGMA query_only = 1")
+        # Opened at the first read: a shard only the applier touches (most of
+        # them when writes spread over many namespaces) never pays for it.
+        self._reader: sqlite3.Connection | None = None
         row = self._writer.execute("SELECT value FROM meta WHERE name = 'applied_index'").fetchone()
         # Invariant: applied_index is the index of the last frame whose effects are committed here.
         self.applied_index: int = int(row[0])
@@ -247,8 +248,15 @@ class Shard:
 
     # -- reading (the event loop's thread) ---------------------------------
 
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            reader = _connect(self.path, self.busy_timeout_ms)
+            reader.execute("PRAGMA query_only = 1")
+            self._reader = reader
+        return self._reader
+
     def get(self, key: str) -> tuple[bytes, int] | None:
-        row = self._reader.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self._read().execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchone()
         return (bytes(row[0]), int(row[1])) if row else None
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[bytes, int]]:
@@ -261,7 +269,7 @@ class Shard:
         for start in range(0, len(distinct), GET_MANY_CHUNK):
             chunk = distinct[start : start + GET_MANY_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = self._reader.execute(
+            rows = self._read().execute(
                 f"SELECT key, value, version FROM kv WHERE key IN ({marks})", chunk
             )
             for key, value, version in rows:
@@ -271,7 +279,7 @@ class Shard:
     def outcome(self, index: int) -> frame_pb2.FrameResult | None:
         """What applying the frame at `index` produced here (None: not applied
         here, or pruned)."""
-        row = self._reader.execute("SELECT result FROM outcomes WHERE idx = ?", (index,)).fetchone()
+        row = self._read().execute("SELECT result FROM outcomes WHERE idx = ?", (index,)).fetchone()
         return frame_pb2.FrameResult.FromString(row[0]) if row else None
 
     def checkpoint(self) -> None:
@@ -289,7 +297,8 @@ class Shard:
         try:
             self.checkpoint()
         finally:
-            self._reader.close()
+            if self._reader is not None:
+                self._reader.close()
             self._writer.close()
 
 

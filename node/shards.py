@@ -12,7 +12,8 @@ closed to make room, and shards idle for `idle_seconds` are closed by
 closing a shard (file I/O, a WAL checkpoint) run outside the store's lock, so
 a slow one never stalls reads of other shards.
 
-Memory: an open shard holds two SQLite connections. Out of the box SQLite
+Memory: an open shard holds one SQLite connection, two once it was read
+(node/shard.py opens the reader at the first read). Out of the box SQLite
 gives each connection's page cache 20 pages up front (~90 KB) at its first
 read, whatever its cache_size (the PRAGMA itself reads the schema first), so
 1,000 open shards cost ~300 MB. The first store in a process turns that
@@ -133,6 +134,10 @@ class ShardStore:
         # the room (often a read on the event loop): a close checkpoints.
         self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-close")
         self._closing: set[Future[None]] = set()
+        # Shards (relative paths) written since the last snapshot copy began;
+        # None: not known (since this process started, or a swap), so the
+        # next snapshot copies every shard.
+        self._written: set[Path] | None = None
         self._finish_interrupted_swap()
 
     def path(self, org: str, namespace: str) -> Path:
@@ -274,26 +279,39 @@ class ShardStore:
 
     # -- snapshots --------------------------------------------------------
 
+    def note_written(self, path: Path) -> None:
+        """The applier committed to the shard at `path` (for snapshot_to)."""
+        with self._lock:
+            if self._written is not None:
+                self._written.add(path.relative_to(self.root))
+
     def copy_to(self, target: Path) -> int:
         """A copy of every shard (SQLite's online backup: each file consistent,
         writers not blocked) under `target`. Returns how many were copied."""
-        count = 0
+        shards = sorted(self.root.rglob("*" + SHARD_SUFFIX))
+        for path in shards:
+            _backup(path, target / path.relative_to(self.root))
+        return len(shards)
+
+    def snapshot_to(self, target: Path, base: Path | None) -> tuple[int, int]:
+        """`copy_to` for a snapshot, where `base` is the copy the previous call
+        made (None: there is none to build on). A shard nobody wrote since
+        that copy began is the same as its copy there, which holds everything
+        it had then: it is hard-linked from `base`, not copied again, so a
+        snapshot costs what changed, not every shard. Returns (copied, linked)."""
+        with self._lock:
+            written, self._written = self._written, set()
+        copied = linked = 0
         for path in sorted(self.root.rglob("*" + SHARD_SUFFIX)):
-            dest = target / path.relative_to(self.root)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            source = sqlite3.connect(
-                f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, isolation_level=None
-            )
-            try:
-                copy = sqlite3.connect(dest, isolation_level=None)
-                try:
-                    source.backup(copy)
-                finally:
-                    copy.close()
-            finally:
-                source.close()
-            count += 1
-        return count
+            rel = path.relative_to(self.root)
+            dest = target / rel
+            unchanged = written is not None and rel not in written
+            if base is not None and unchanged and _link(base / rel, dest):
+                linked += 1
+                continue
+            _backup(path, dest)
+            copied += 1
+        return copied, linked
 
     def swap_in(self, new_root: Path) -> None:
         """Replace every shard with those under `new_root` (an installed snapshot).
@@ -302,6 +320,7 @@ class ShardStore:
         with self._lock:
             shards = list(self._open.values())
             self._open.clear()
+            self._written = None  # every shard replaced: the next snapshot copies all
             for shard in shards:
                 shard.close()
             if not new_root.is_dir():
@@ -337,6 +356,34 @@ class ShardStore:
         futures.wait(closing)
         for shard in shards:
             shard.close()
+
+
+def _backup(path: Path, dest: Path) -> None:
+    """A consistent copy of the shard at `path` (SQLite's online backup:
+    writers are not blocked) at `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(
+        f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, isolation_level=None
+    )
+    try:
+        copy = sqlite3.connect(dest, isolation_level=None)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+
+
+def _link(source: Path, dest: Path) -> bool:
+    """Hard-link `source` at `dest`; False if it cannot be (gone, another
+    file system): the caller copies instead."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, dest)
+    except OSError:
+        return False
+    return True
 
 
 def _close_quietly(shard: Shard) -> None:

@@ -17,6 +17,7 @@ harmless; a restart repeats one a crash interrupted (replication/raft/driver.py)
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,9 @@ from shardlite.replication.durable import fsync_tree, write_file_durably
 if TYPE_CHECKING:
     from shardlite.node.applier import Applier
     from shardlite.node.shards import ShardStore
+    from shardlite.replication.raft.snapshots import KeptSnapshot
+
+log = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
 STAGING_SUFFIX = ".incoming"
@@ -52,12 +56,23 @@ class ShardSnapshots:
     def __init__(self, store: ShardStore) -> None:
         self.store = store
         self.applier: Applier | None = None
+        # The index of the snapshot whose copy began the store's current
+        # record of written shards: only that one is a base to link from.
+        self._tracked_from: int | None = None
 
-    async def create_snapshot(self, index: int, into: Path) -> None:
+    async def create_snapshot(self, index: int, into: Path, previous: KeptSnapshot | None) -> None:
         applied = self.applier.applied_index if self.applier is not None else 0
         if applied < index:
             raise ValueError(f"cannot snapshot at {index}: applied only up to {applied}")
-        await asyncio.to_thread(self.store.copy_to, into / SHARDS_DIR)
+        base = None
+        if previous is not None and previous.index == self._tracked_from:
+            base = previous.directory / SHARDS_DIR
+        # From here the store records writes anew, relative to this copy.
+        self._tracked_from = index
+        copied, linked = await asyncio.to_thread(self.store.snapshot_to, into / SHARDS_DIR, base)
+        log.debug(
+            "snapshot at %d: %d shards copied, %d unchanged ones linked", index, copied, linked
+        )
 
     async def install_snapshot(self, index: int, source: Path) -> None:
         store = self.store

@@ -50,6 +50,7 @@ from .messages import (
 )
 from .snapshots import (
     MANIFEST,
+    KeptSnapshot,
     SnapshotError,
     StateMachine,
     incoming_name,
@@ -743,8 +744,11 @@ class RaftReplicator:
         try:
             await asyncio.to_thread(shutil.rmtree, partial, True)
             partial.mkdir(parents=True)
-            await self.state_machine.create_snapshot(index, partial)
-            manifest = await asyncio.to_thread(seal, partial, index)
+            previous = self._kept_snapshot()
+            await self.state_machine.create_snapshot(index, partial, previous)
+            manifest = await asyncio.to_thread(
+                seal, partial, index, previous.directory if previous is not None else None
+            )
             await asyncio.to_thread(shutil.rmtree, final, True)
             # Durable before the log is compacted below it: the files are what a
             # lagging follower will be sent instead of the dropped entries.
@@ -781,6 +785,12 @@ class RaftReplicator:
                 at = index_of(child.name)
                 if at is not None and at <= index:
                     shutil.rmtree(child, ignore_errors=True)
+
+    def _kept_snapshot(self) -> KeptSnapshot | None:
+        """The snapshot the log is compacted to, if its files are here."""
+        index = self.storage.snapshot().meta.index
+        directory = self._snapshot_files(index) if index > 0 else None
+        return KeptSnapshot(index, directory) if directory is not None else None
 
     def _snapshot_files(self, index: int) -> Path | None:
         directory = self.snapshot_dir / str(index)

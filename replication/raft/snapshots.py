@@ -32,11 +32,23 @@ class SnapshotError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class KeptSnapshot:
+    """A complete snapshot this node keeps (and sends on). Its files are never
+    modified while it is kept, only removed with it: a newer snapshot may
+    hard-link the ones that did not change."""
+
+    index: int
+    directory: Path
+
+
 class StateMachine(Protocol):
     """What the Raft replicator needs from the node to snapshot and restore it."""
 
-    async def create_snapshot(self, index: int, into: Path) -> None:
-        """Write files into `into` holding at least every frame up to `index`."""
+    async def create_snapshot(self, index: int, into: Path, previous: KeptSnapshot | None) -> None:
+        """Write files into `into` holding at least every frame up to `index`.
+        `previous`: the newest snapshot kept, if any, whose unchanged files
+        may be linked rather than copied."""
         ...
 
     async def install_snapshot(self, index: int, source: Path) -> None:
@@ -73,19 +85,43 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def seal(directory: Path, index: int) -> bytes:
+def seal(directory: Path, index: int, previous: Path | None = None) -> bytes:
     """Write the manifest of `directory`'s files, fsync everything, and return
-    the manifest bytes (the Raft snapshot's data)."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
-    entries = [
-        FileEntry(str(p.relative_to(directory)), p.stat().st_size, _sha256(p)) for p in files
-    ]
+    the manifest bytes (the Raft snapshot's data). A file that is a hard link
+    of the same file in `previous` (a kept snapshot) keeps its entry from
+    there: the same inode is the same bytes, hashed once."""
+    known = _linked_entries(previous) if previous is not None else {}
+    entries = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        rel, stat = str(path.relative_to(directory)), path.stat()
+        entry = known.get(rel)
+        if entry is None or entry[0] != (stat.st_dev, stat.st_ino):
+            entries.append(FileEntry(rel, stat.st_size, _sha256(path)))
+        else:
+            entries.append(entry[1])
     manifest = json.dumps(
         {"index": index, "files": [e.__dict__ for e in entries]}, sort_keys=True
     ).encode()
     (directory / MANIFEST).write_bytes(manifest)
     fsync_tree(directory)
     return manifest
+
+
+def _linked_entries(snapshot: Path) -> dict[str, tuple[tuple[int, int], FileEntry]]:
+    """The manifest entries of a kept snapshot, each with its file's identity
+    (device, inode); {} if it has no readable manifest."""
+    try:
+        _, entries = read_manifest((snapshot / MANIFEST).read_bytes())
+    except (OSError, SnapshotError):
+        return {}
+    out = {}
+    for entry in entries:
+        try:
+            stat = (snapshot / _safe_relative(entry.path)).stat()
+        except (OSError, SnapshotError):
+            continue
+        out[entry.path] = ((stat.st_dev, stat.st_ino), entry)
+    return out
 
 
 def read_manifest(data: bytes) -> tuple[int, list[FileEntry]]:

@@ -56,6 +56,11 @@ def test_lagging_follower_catches_up_by_install_snapshot(
     lagging = next(n for n in cluster.nodes if n != leader)
     cluster.nodes[lagging].kill()
 
+    # Written once, before every snapshot: later snapshots link its copy
+    # rather than copy it again (node/shards.py snapshot_to); the follower
+    # must still get it.
+    with cluster.client(leader) as c:
+        c.put("k", b"written once", namespace="still")
     asyncio.run(_write(cluster.addresses[leader], ENTRIES))
     # The leader compacts its log far past what the lagging node has (in the
     # background: a snapshot follows the applied-index marker, every second).
@@ -80,6 +85,10 @@ def test_lagging_follower_catches_up_by_install_snapshot(
     expected = _contents(cluster, leader)
     assert sum(len(v) for v in expected.values()) == 5000
     assert _contents(cluster, lagging) == expected
+    with cluster.client(lagging) as c:
+        entry = c.get("k", namespace="still")
+    assert entry is not None
+    assert entry.value == b"written once"
 
 
 # Every step of a follower's snapshot install (replication/raft/driver.py

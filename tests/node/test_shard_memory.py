@@ -6,6 +6,7 @@ no connection is open."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import OrderedDict
@@ -15,6 +16,7 @@ from typing import Any
 
 from shardlite.node.shard import Shard
 from shardlite.node.shards import ShardStore
+from shardlite.v1 import frame_pb2
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHARDS = 200
@@ -114,5 +116,35 @@ def test_making_room_visits_only_the_least_recently_used(tmp_path: Path) -> None
         assert store.open_count == 40
         assert ("", "ns1") not in order
         assert ("", "ns0") in order
+    finally:
+        store.close_all()
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_shard_only_written_holds_no_reader(tmp_path: Path) -> None:
+    """Under writes spread over many namespaces most open shards are only
+    ever written (by the applier): they hold the writer's files alone; the
+    reader's connection comes with the first read."""
+    store = ShardStore(tmp_path, max_open=100)
+    try:
+        before = _open_files()
+        for i in range(20):
+            with store.use("", f"ns{i}", create=True) as shard:
+                assert shard is not None
+                frame = frame_pb2.Frame(namespace=f"ns{i}", trace_id=b"t%d" % i)
+                frame.ops.add().put.CopyFrom(frame_pb2.PutOp(key="k", value=b"v"))
+                shard.apply([(i + 1, frame)], 1000)
+        written = _open_files() - before
+        for i in range(20):
+            with store.use("", f"ns{i}", create=False) as shard:
+                assert shard is not None
+                assert shard.get("k") == (b"v", i + 1)
+        read = _open_files() - before
+        # The reader's own files (its database handle and WAL handle), two a
+        # shard, open only with the reads.
+        assert read - written == 2 * 20, (written, read)
     finally:
         store.close_all()

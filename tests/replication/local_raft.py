@@ -13,6 +13,7 @@ import grpc
 
 from scripts.cluster import free_ports
 from shardlite.replication.raft.replicator import RaftReplicator, RaftSettings
+from shardlite.replication.raft.snapshots import KeptSnapshot
 from shardlite.replication.raft.transport import SERVER_GRPC_OPTIONS
 from shardlite.replication.replicator import Accepted, Rejected, RejectReason, ReplicatorStatus
 from shardlite.v1 import frame_pb2, raft_pb2_grpc
@@ -23,7 +24,7 @@ NAMES = ["r1", "r2", "r3"]
 class EmptyStateMachine:
     """Snapshots of nothing: the contract is about the log, not the state."""
 
-    async def create_snapshot(self, index: int, into: Path) -> None:
+    async def create_snapshot(self, index: int, into: Path, previous: KeptSnapshot | None) -> None:
         (into / "state").write_text(str(index))
 
     async def install_snapshot(self, index: int, source: Path) -> None:
