@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from shardlite.replication.durable import fsync_tree, replace_durably
+from shardlite.replication.durable import fsync_path, fsync_tree, replace_durably
 from shardlite.v1 import raft_pb2
 
 CHUNK = 1 << 20
@@ -86,24 +87,29 @@ def _sha256(path: Path) -> str:
 
 
 def seal(directory: Path, index: int, previous: Path | None = None) -> bytes:
-    """Write the manifest of `directory`'s files, fsync everything, and return
-    the manifest bytes (the Raft snapshot's data). A file that is a hard link
-    of the same file in `previous` (a kept snapshot) keeps its entry from
-    there: the same inode is the same bytes, hashed once."""
+    """Write the manifest of `directory`'s files, make everything durable, and
+    return the manifest bytes (the Raft snapshot's data). A file that is a
+    hard link of the same file in `previous` (a kept snapshot, sealed before)
+    keeps its entry from there and needs no fsync: the same inode is the same
+    bytes, hashed and made durable once, when it was first sealed."""
     known = _linked_entries(previous) if previous is not None else {}
     entries = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel, stat = str(path.relative_to(directory)), path.stat()
         entry = known.get(rel)
-        if entry is None or entry[0] != (stat.st_dev, stat.st_ino):
-            entries.append(FileEntry(rel, stat.st_size, _sha256(path)))
-        else:
+        if entry is not None and entry[0] == (stat.st_dev, stat.st_ino):
             entries.append(entry[1])
+        else:
+            entries.append(FileEntry(rel, stat.st_size, _sha256(path)))
+            fsync_path(path)
     manifest = json.dumps(
         {"index": index, "files": [e.__dict__ for e in entries]}, sort_keys=True
     ).encode()
     (directory / MANIFEST).write_bytes(manifest)
-    fsync_tree(directory)
+    fsync_path(directory / MANIFEST)
+    # Every directory entry too: the new files' and the links'.
+    for dirpath, _, _ in os.walk(directory):
+        fsync_path(dirpath)
     return manifest
 
 
