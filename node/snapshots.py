@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shardlite.replication import offload
 from shardlite.replication.durable import fsync_tree, write_file_durably
 
 if TYPE_CHECKING:
@@ -69,7 +70,10 @@ class ShardSnapshots:
             base = previous.directory / SHARDS_DIR
         # From here the store records writes anew, relative to this copy.
         self._tracked_from = index
-        copied, linked = await asyncio.to_thread(self.store.snapshot_to, into / SHARDS_DIR, base)
+        plan = self.store.snapshot_plan(into / SHARDS_DIR, base)
+        copied, linked = await offload.call(
+            "shardlite.node.shards:copy_shards", plan, files=len(plan)
+        )
         log.debug(
             "snapshot at %d: %d shards copied, %d unchanged ones linked", index, copied, linked
         )
