@@ -280,7 +280,7 @@ class ShardStore:
     # -- snapshots --------------------------------------------------------
 
     def note_written(self, path: Path) -> None:
-        """The applier committed to the shard at `path` (for snapshot_plan)."""
+        """The applier committed to the shard at `path` (for snapshot_to)."""
         with self._lock:
             if self._written is not None:
                 self._written.add(path.relative_to(self.root))
@@ -293,23 +293,25 @@ class ShardStore:
             _backup(path, target / path.relative_to(self.root))
         return len(shards)
 
-    def snapshot_plan(self, target: Path, base: Path | None) -> list[tuple[str, str, str | None]]:
-        """What a snapshot into `target` copies (`copy_shards` does it), where
-        `base` is the copy the previous plan was for (None: there is none to
-        build on). A shard nobody wrote since that plan was made is the same
-        as its copy there, which holds everything it had then: it is
-        hard-linked from `base`, not copied again, so a snapshot costs what
-        changed, not every shard. One (shard, destination, link source or
-        None) per shard."""
+    def snapshot_to(self, target: Path, base: Path | None) -> tuple[int, int]:
+        """`copy_to` for a snapshot, where `base` is the copy the previous call
+        made (None: there is none to build on). A shard nobody wrote since
+        that copy began is the same as its copy there, which holds everything
+        it had then: it is hard-linked from `base`, not copied again, so a
+        snapshot costs what changed, not every shard. Returns (copied, linked)."""
         with self._lock:
             written, self._written = self._written, set()
-        plan: list[tuple[str, str, str | None]] = []
+        copied = linked = 0
         for path in sorted(self.root.rglob("*" + SHARD_SUFFIX)):
             rel = path.relative_to(self.root)
-            unchanged = base is not None and written is not None and rel not in written
-            link = str(base / rel) if base is not None and unchanged else None
-            plan.append((str(path), str(target / rel), link))
-        return plan
+            dest = target / rel
+            unchanged = written is not None and rel not in written
+            if base is not None and unchanged and _link(base / rel, dest):
+                linked += 1
+                continue
+            _backup(path, dest)
+            copied += 1
+        return copied, linked
 
     def swap_in(self, new_root: Path) -> None:
         """Replace every shard with those under `new_root` (an installed snapshot).
@@ -354,20 +356,6 @@ class ShardStore:
         futures.wait(closing)
         for shard in shards:
             shard.close()
-
-
-def copy_shards(plan: list[tuple[str, str, str | None]]) -> tuple[int, int]:
-    """Carry out a `ShardStore.snapshot_plan` (in a child process: see
-    replication/offload.py): link what can be linked, back up the rest.
-    Returns (copied, linked)."""
-    copied = linked = 0
-    for source, dest, link in plan:
-        if link is not None and _link(Path(link), Path(dest)):
-            linked += 1
-        else:
-            _backup(Path(source), Path(dest))
-            copied += 1
-    return copied, linked
 
 
 def _backup(path: Path, dest: Path) -> None:

@@ -22,7 +22,6 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shardlite.replication import offload
 from shardlite.replication.durable import fsync_tree, write_file_durably
 
 if TYPE_CHECKING:
@@ -70,10 +69,7 @@ class ShardSnapshots:
             base = previous.directory / SHARDS_DIR
         # From here the store records writes anew, relative to this copy.
         self._tracked_from = index
-        plan = self.store.snapshot_plan(into / SHARDS_DIR, base)
-        copied, linked = await offload.call(
-            "shardlite.node.shards:copy_shards", plan, files=len(plan)
-        )
+        copied, linked = await asyncio.to_thread(self.store.snapshot_to, into / SHARDS_DIR, base)
         log.debug(
             "snapshot at %d: %d shards copied, %d unchanged ones linked", index, copied, linked
         )

@@ -12,29 +12,23 @@ repository, linked in here):
 - shardlite.v1: the generated protobuf and gRPC modules of proto/shardlite/v1/*.proto.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from shardlite.node.async_client import AsyncClient
-    from shardlite.node.client import (
-        LINEARIZABLE,
-        SERIALIZABLE,
-        AccessDeniedError,
-        Client,
-        ClientError,
-        Condition,
-        ConditionFailedError,
-        Delete,
-        Entry,
-        InvalidRequestError,
-        Put,
-        UnavailableError,
-        WriteResult,
-        tls_credentials,
-    )
+from shardlite.node.async_client import AsyncClient
+from shardlite.node.client import (
+    LINEARIZABLE,
+    SERIALIZABLE,
+    AccessDeniedError,
+    Client,
+    ClientError,
+    Condition,
+    ConditionFailedError,
+    Delete,
+    Entry,
+    InvalidRequestError,
+    Put,
+    UnavailableError,
+    WriteResult,
+    tls_credentials,
+)
 
 __all__ = [
     "LINEARIZABLE",
@@ -53,15 +47,3 @@ __all__ = [
     "WriteResult",
     "tls_credentials",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """The client names, imported at first use (PEP 562): a process that
-    imports only a part of the package (the node's child processes, the
-    CLI) does not pay for gRPC's client stack before it needs it."""
-    if name not in __all__:
-        raise AttributeError(f"module 'shardlite' has no attribute {name!r}")
-    module = "shardlite.node.async_client" if name == "AsyncClient" else "shardlite.node.client"
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from shardlite.replication import offload
 from shardlite.replication.durable import crash_point, fsync_tree, replace_durably
 from shardlite.replication.observer import NULL_OBSERVER, Observer, report_outcomes
 from shardlite.replication.replicator import (
@@ -54,9 +53,10 @@ from .snapshots import (
     KeptSnapshot,
     SnapshotError,
     StateMachine,
-    count_files,
     incoming_name,
+    index_of,
     read_manifest,
+    seal,
     verify_dir,
 )
 from .transport import RaftServicer, host_of
@@ -746,16 +746,9 @@ class RaftReplicator:
             partial.mkdir(parents=True)
             previous = self._kept_snapshot()
             await self.state_machine.create_snapshot(index, partial, previous)
-            # Sealing walks, hashes and fsyncs every file: many, in a child process.
-            manifest = (
-                await offload.call(
-                    "shardlite.replication.raft.snapshots:seal_files",
-                    str(partial),
-                    index,
-                    str(previous.directory) if previous is not None else None,
-                    files=await asyncio.to_thread(count_files, partial),
-                )
-            ).encode()
+            manifest = await asyncio.to_thread(
+                seal, partial, index, previous.directory if previous is not None else None
+            )
             await asyncio.to_thread(shutil.rmtree, final, True)
             # Durable before the log is compacted below it: the files are what a
             # lagging follower will be sent instead of the dropped entries.
@@ -780,18 +773,18 @@ class RaftReplicator:
             log.exception("snapshot at index %d failed", index, extra={"index": index})
             await asyncio.to_thread(shutil.rmtree, partial, True)
             return
-        await self._remove_snapshots_before(index)
+        await asyncio.to_thread(self._remove_snapshots_before, index)
 
-    async def _remove_snapshots_before(self, index: int) -> None:
-        # A snapshot of many shards is many files to unlink (about as many as
-        # the one kept now has).
-        await offload.call(
-            "shardlite.replication.raft.snapshots:remove_snapshots_before",
-            str(self.snapshot_dir),
-            str(self.incoming_dir),
-            index,
-            files=len(read_manifest(self.storage.snapshot().data)[1]),
-        )
+    def _remove_snapshots_before(self, index: int) -> None:
+        for child in self.snapshot_dir.iterdir():
+            at = index_of(child.name)
+            if at is not None and at < index:
+                shutil.rmtree(child, ignore_errors=True)
+        if self.incoming_dir.exists():
+            for child in self.incoming_dir.iterdir():
+                at = index_of(child.name)
+                if at is not None and at <= index:
+                    shutil.rmtree(child, ignore_errors=True)
 
     def _kept_snapshot(self) -> KeptSnapshot | None:
         """The snapshot the log is compacted to, if its files are here."""
@@ -835,7 +828,7 @@ class RaftReplicator:
         started = time.perf_counter()
         await self.state_machine.install_snapshot(index, self.snapshot_dir / str(index))
         self._report_snapshot("installed", index, snapshot.data, started)
-        await self._remove_snapshots_before(index)
+        await asyncio.to_thread(self._remove_snapshots_before, index)
 
     def _report_snapshot(self, kind: str, index: int, manifest: bytes, started: float) -> None:
         """One line and one observer call per snapshot taken or installed."""

@@ -113,31 +113,6 @@ def seal(directory: Path, index: int, previous: Path | None = None) -> bytes:
     return manifest
 
 
-def count_files(directory: Path) -> int:
-    return sum(len(files) for _, _, files in os.walk(directory))
-
-
-def seal_files(directory: str, index: int, previous: str | None) -> str:
-    """`seal` with JSON-able arguments and result, for a child process
-    (replication/offload.py)."""
-    return seal(Path(directory), index, Path(previous) if previous is not None else None).decode()
-
-
-def remove_snapshots_before(snapshot_dir: str, incoming_dir: str, index: int) -> None:
-    """Remove the kept snapshots older than `index`, and the received ones up
-    to it (in a child process: replication/offload.py)."""
-    for child in Path(snapshot_dir).iterdir():
-        at = index_of(child.name)
-        if at is not None and at < index:
-            shutil.rmtree(child, ignore_errors=True)
-    incoming = Path(incoming_dir)
-    if incoming.exists():
-        for child in incoming.iterdir():
-            at = index_of(child.name)
-            if at is not None and at <= index:
-                shutil.rmtree(child, ignore_errors=True)
-
-
 def _linked_entries(snapshot: Path) -> dict[str, tuple[tuple[int, int], FileEntry]]:
     """The manifest entries of a kept snapshot, each with its file's identity
     (device, inode); {} if it has no readable manifest."""

@@ -57,7 +57,7 @@ def test_lagging_follower_catches_up_by_install_snapshot(
     cluster.nodes[lagging].kill()
 
     # Written once, before every snapshot: later snapshots link its copy
-    # rather than copy it again (node/shards.py snapshot_plan); the follower
+    # rather than copy it again (node/shards.py snapshot_to); the follower
     # must still get it.
     with cluster.client(leader) as c:
         c.put("k", b"written once", namespace="still")
