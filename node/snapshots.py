@@ -6,7 +6,9 @@ online backup while writes go on. Each copy holds every frame up to S for its
 shard (it was applied before the snapshot began) and perhaps a few later ones;
 that is safe because every shard records its own applied index and replay
 skips what a shard already has. After installing, the node applies the log
-from S + 1 and every shard converges to the same state.
+from S + 1 and every shard converges to the same state. A shard nobody wrote
+since the previous snapshot is not copied again but hard-linked from it
+(ShardStore.snapshot_to): that copy already holds everything it has.
 
 Installing copies the kept snapshot (raft/snapshots/<S>, which stays: it is
 what this node sends on) into `<data>/shards.incoming`, durably, then swaps it
