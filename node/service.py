@@ -281,25 +281,27 @@ class KVService:
         start = request.from_index or self.replicator.status().commit_index + 1
         applier = self.applier
         try:
-            async for index, frame in self.replicator.subscribe(start):
-                if frame is None or not selected.keeps(frame):
-                    continue
-                await applier.wait_applied(index)
-                outcome, result = applier.outcome_of(index, frame)
-                narrowed = selected.narrow(
-                    kv_pb2.SubscribeResponse(
-                        index=index, frame=frame, outcome=outcome, result=result
+            async for batch in self.replicator.subscribe(start):
+                for index, frame in batch:
+                    if frame is None or not selected.keeps(frame):
+                        continue
+                    await applier.wait_applied(index)
+                    outcome, result = applier.outcome_of(index, frame)
+                    narrowed = selected.narrow(
+                        kv_pb2.SubscribeResponse(
+                            index=index, frame=frame, outcome=outcome, result=result
+                        )
                     )
-                )
-                if narrowed is None:
-                    continue
-                response = narrowed
-                if response.ByteSize() > self.config.max_request_bytes:
-                    # Only a retry can get here (the gate sized every frame with
-                    # its own results): it carries its original's result, which
-                    # belongs to a larger frame. result.index names that frame.
-                    del response.result.results[:]
-                yield response
+                    if narrowed is None:
+                        continue
+                    response = narrowed
+                    if response.ByteSize() > self.config.max_request_bytes:
+                        # Only a retry can get here (the gate sized every frame
+                        # with its own results): it carries its original's
+                        # result, which belongs to a larger frame. result.index
+                        # names that frame.
+                        del response.result.results[:]
+                    yield response
         except Compacted as exc:
             raise OutOfRange(str(exc)) from exc
         if self.paths.closing:

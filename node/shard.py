@@ -42,6 +42,11 @@ REQUEST_RETENTION = 100_000
 LIST_CHUNK_BYTES = 4 << 20
 # A KeyValue's framing beyond its key and value (tags, lengths, the version).
 ROW_OVERHEAD_BYTES = 32
+# A shard's WAL is checkpointed after this many commits or bytes of frames
+# since the last checkpoint: about SQLite's automatic 1,000 pages (each commit
+# writes a few pages: the row's, the request id's, the outcome's, meta's).
+CHECKPOINT_COMMITS = 250
+CHECKPOINT_BYTES = 4 << 20
 
 # OS errors a frame's content causes, identically on every replica (a name too
 # long for a file, a NUL): the frame is refused. Every other OS error is one of
@@ -125,6 +130,10 @@ class Shard:
             # from the marker is idempotent (applied_index). In WAL mode NORMAL
             # keeps the file consistent across a power loss (checkpoints sync).
             self._writer.execute("PRAGMA synchronous = NORMAL")
+            # No automatic checkpoint inside a commit: a checkpoint fsyncs, and
+            # small batches commit on the event loop (node/applier.py). The
+            # applier's thread checkpoints when `checkpoint_due` says so.
+            self._writer.execute("PRAGMA wal_autocheckpoint = 0")
             migrate(self._writer)
         except BaseException:
             self._writer.close()
@@ -137,6 +146,18 @@ class Shard:
         self.applied_index: int = int(row[0])
         self.pins = 0
         self.last_used = time.monotonic()
+        # What was committed since the last checkpoint (an estimate of the WAL).
+        self._commits_unchecked = 0
+        self._bytes_unchecked = 0
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether the WAL has grown to about where SQLite's own automatic
+        checkpoint would run (1,000 pages): many commits, or many bytes."""
+        return (
+            self._commits_unchecked >= CHECKPOINT_COMMITS
+            or self._bytes_unchecked >= CHECKPOINT_BYTES
+        )
 
     # -- writing (the applier's thread only) -------------------------------
 
@@ -178,6 +199,8 @@ class Shard:
             conn.execute("ROLLBACK")
             raise
         self.applied_index = last
+        self._commits_unchecked += 1
+        self._bytes_unchecked += sum(frame.ByteSize() for _, frame in frames)
         return results
 
     @classmethod
@@ -282,12 +305,15 @@ class Shard:
         row = self._read().execute("SELECT result FROM outcomes WHERE idx = ?", (index,)).fetchone()
         return frame_pb2.FrameResult.FromString(row[0]) if row else None
 
-    def checkpoint(self) -> None:
-        # Never wait for readers (an open List): a checkpoint that cannot finish
-        # now is left to SQLite's next automatic one.
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Copy the WAL into the database file (the applier's thread, or a
+        close). PASSIVE leaves the WAL file to be reused; TRUNCATE empties it."""
+        self._commits_unchecked = self._bytes_unchecked = 0
+        # Never wait for readers (an open List): what cannot be copied now is
+        # copied by the next checkpoint.
         self._writer.execute("PRAGMA busy_timeout = 0")
         try:
-            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._writer.execute(f"PRAGMA wal_checkpoint({mode})")
         except sqlite3.OperationalError:
             pass
         finally:
@@ -295,7 +321,7 @@ class Shard:
 
     def close(self) -> None:
         try:
-            self.checkpoint()
+            self.checkpoint("TRUNCATE")
         finally:
             if self._reader is not None:
                 self._reader.close()

@@ -171,6 +171,12 @@ class ShardStore:
         with self._lock:
             return len(self._open)
 
+    def peek(self, org: str, namespace: str) -> Shard | None:
+        """The shard if it is open now (using it opens no file), not pinned:
+        for a look at its state, not for reading or writing it."""
+        with self._lock:
+            return self._open.get((org, namespace))
+
     @contextmanager
     def use(self, org: str, namespace: str, *, create: bool) -> Iterator[Shard | None]:
         """Pin the shard while the block runs; None if it does not exist and

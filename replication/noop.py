@@ -206,7 +206,7 @@ class NoopReplicator:
 
     async def subscribe(
         self, from_index: int, *, marks: bool = False
-    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
+    ) -> AsyncIterator[list[tuple[int, frame_pb2.Frame | None]]]:
         """Every index holds a frame here, so `marks` changes nothing."""
         if from_index < 1:
             raise ValueError("from_index must be >= 1")
@@ -221,11 +221,14 @@ class NoopReplicator:
                     records = self._log.read(next_index)
                 except IndexOutOfRange as exc:
                     raise Compacted(exc.index, exc.first_index) from exc
+                batch: list[tuple[int, frame_pb2.Frame | None]] = []
                 for index, data in records:
                     if index > self._durable_index:
                         break
-                    yield index, frame_pb2.Frame.FromString(data)
+                    batch.append((index, frame_pb2.Frame.FromString(data)))
                     next_index = index + 1
+                if batch:
+                    yield batch
                 continue
             if self._closing and not self._pending and self._writer_task.done():
                 return

@@ -91,13 +91,16 @@ class Replicator(Protocol):
 
     def subscribe(
         self, from_index: int, *, marks: bool = False
-    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
-        """Committed frames in index order from `from_index` (>= 1), then live ones.
+    ) -> AsyncIterator[list[tuple[int, frame_pb2.Frame | None]]]:
+        """Committed frames in index order from `from_index` (>= 1), then live
+        ones, in batches: each a non-empty list of what was there to take at
+        once (an applier applies a batch in one go, with no task between it
+        and the commit).
 
         Indices may skip entries that carry no frame (Raft's own entries); with
-        `marks`, such an entry yields (index, None) instead, so an applier knows
-        it is past it. Raises Compacted when `from_index` is older than the
-        oldest retained."""
+        `marks`, such an entry comes as (index, None) instead, so an applier
+        knows it is past it. Raises Compacted when `from_index` is older than
+        the oldest retained."""
         ...
 
     async def read_barrier(self) -> int:

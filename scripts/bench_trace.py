@@ -111,10 +111,10 @@ def install(out: Path) -> None:
 
     apply = Applier._apply
 
-    def traced_apply(self: Any, batch: Any) -> Any:
+    def traced_apply(self: Any, batch: Any, *on_thread: bool) -> Any:
         indices = [i for i, _ in batch]
         note("apply.start", indices)
-        results = apply(self, batch)
+        results = apply(self, batch, *on_thread)
         note("apply.end", indices)
         return results
 
@@ -195,7 +195,7 @@ def hops(leader: list[Record], followers: list[list[Record]]) -> dict[str, list[
             leader, "read.committed", i, start
         )
         marks["leader: the applier takes the batch"] = first_at(leader, "apply.queued", i, start)
-        marks["leader: apply starts (applier thread)"] = first_at(leader, "apply.start", i, start)
+        marks["leader: apply starts"] = first_at(leader, "apply.start", i, start)
         marks["leader: applied (SQLite committed)"] = first_at(leader, "apply.end", i, start)
         marks["leader: waiter woken"] = first_at(leader, "applied", i, start)
         marks["leader: Put returns"] = first_at(leader, "put.end", i, start)

@@ -412,7 +412,7 @@ class RaftReplicator:
 
     async def subscribe(
         self, from_index: int, *, marks: bool = False
-    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
+    ) -> AsyncIterator[list[tuple[int, frame_pb2.Frame | None]]]:
         if from_index < 1:
             raise ValueError("from_index must be >= 1")
         self._check_failed()
@@ -432,12 +432,16 @@ class RaftReplicator:
                     # the applier is restarted past it: others learn it is gone.
                     await self._wait_installed()
                     continue
+                batch: list[tuple[int, frame_pb2.Frame | None]] = []
                 for e in entries:
                     if e.type is EntryType.NORMAL:
-                        yield e.index, frame_pb2.Frame.FromString(e.data)
+                        batch.append((e.index, frame_pb2.Frame.FromString(e.data)))
                     elif marks:
-                        yield e.index, None  # a leader's empty entry, a conf change
-                    next_index = e.index + 1
+                        batch.append((e.index, None))  # a leader's empty entry, a conf change
+                if entries:
+                    next_index = entries[-1].index + 1
+                if batch:
+                    yield batch
                 continue
             if self._closing:
                 return

@@ -27,10 +27,12 @@ class ReplayReplicator:
 
     async def subscribe(
         self, from_index: int, *, marks: bool = False
-    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
-        for index, frame in self.entries:
-            if index >= from_index:
-                yield index, frame
+    ) -> AsyncIterator[list[tuple[int, frame_pb2.Frame | None]]]:
+        batch: list[tuple[int, frame_pb2.Frame | None]] = [
+            (index, frame) for index, frame in self.entries if index >= from_index
+        ]
+        if batch:
+            yield batch
         await self._closed.wait()
 
     async def read_barrier(self) -> int:

@@ -7,8 +7,10 @@ import asyncio
 import errno
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ from shardlite.node import applier as applier_module
 from shardlite.node.applier import Applier, read_applied_marker
 from shardlite.node.errors import InvalidArgument, Unavailable
 from shardlite.node.migrations import SchemaTooNew
-from shardlite.node.shard import Shard, is_machine_fault
+from shardlite.node.shard import CHECKPOINT_COMMITS, Shard, is_machine_fault
 from shardlite.node.shards import ShardPathError, ShardStore
 from shardlite.replication.noop import NoopReplicator
 from shardlite.v1 import frame_pb2
@@ -300,6 +302,72 @@ def test_the_marker_moves_only_after_the_shards_written_since_are_fsynced(
             assert f"{shard_a}-wal" in synced
         finally:
             monkeypatch.setattr(os, "fsync", real_fsync)
+            await pipeline.close()
+
+    asyncio.run(run())
+
+
+# -- where a batch is applied: on the loop when small and its shards are open
+
+
+def test_small_batches_on_open_shards_are_applied_on_the_loop_the_rest_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that only needs SQLite's CPU is applied on the event loop (no
+    two thread hops per write); one that opens a shard or is large goes to the
+    applier's thread, and both decide the same."""
+    where: list[str] = []
+    real_apply = Shard.apply
+
+    def apply(shard: Shard, *args: Any) -> list[frame_pb2.FrameResult | None]:
+        where.append("loop" if threading.current_thread() is threading.main_thread() else "thread")
+        return real_apply(shard, *args)
+
+    monkeypatch.setattr(Shard, "apply", apply)
+
+    async def run() -> None:
+        pipeline = _Pipeline(tmp_path / "data")
+        pipeline.applier.start()
+        try:
+            first = await pipeline.write(_put_frame("", "a", trace=b"t1"))
+            second = await pipeline.write(_put_frame("", "a", trace=b"t2"))
+            large = frame_pb2.Frame(namespace="a", trace_id=b"t3")
+            for n in range(applier_module.INLINE_MAX_OPS + 1):
+                large.ops.add(put=frame_pb2.PutOp(key=f"big{n}", value=b"v"))
+            third = await pipeline.write(large)
+            other = await pipeline.write(_put_frame("", "b", trace=b"t4"))
+        finally:
+            await pipeline.close()
+        assert where == ["thread", "loop", "thread", "thread"], where
+        versions = [r.results[0].version for r in (first, second, third, other)]
+        assert versions == sorted(versions), versions
+        assert len(set(versions)) == 4, versions
+
+    asyncio.run(run())
+
+
+def test_a_shard_written_only_on_the_loop_is_still_checkpointed(tmp_path: Path) -> None:
+    """Shards commit with no automatic checkpoint (it would fsync on the
+    loop): once a shard's WAL has grown by CHECKPOINT_COMMITS commits, its next
+    batch goes to the thread, which checkpoints it. Without that, a shard
+    written in small batches would keep everything in an ever longer WAL."""
+
+    async def run() -> None:
+        pipeline = _Pipeline(tmp_path / "data")
+        pipeline.applier.start()
+        try:
+            await pipeline.write(_put_frame("", "a", trace=b"first"))
+            path = pipeline.store.path("", "a")
+            before = path.stat().st_size
+            for n in range(CHECKPOINT_COMMITS + 5):
+                await pipeline.write(_put_frame("", "a", key=f"k{n}", trace=b"t%d" % n))
+            # The rows reached the database file itself (only a checkpoint
+            # writes there), and the WAL started over within its bound.
+            assert path.stat().st_size > before, (before, path.stat().st_size)
+            shard = pipeline.store.peek("", "a")
+            assert shard is not None
+            assert not shard.checkpoint_due
+        finally:
             await pipeline.close()
 
     asyncio.run(run())

@@ -46,7 +46,7 @@ class FollowerReplicator:
 
     async def subscribe(
         self, from_index: int, *, marks: bool = False
-    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
+    ) -> AsyncIterator[list[tuple[int, frame_pb2.Frame | None]]]:
         await self._closed.wait()
         return
         yield

@@ -57,12 +57,13 @@ async def _take(
     r: NoopReplicator, start: int, count: int
 ) -> AsyncIterator[tuple[int, frame_pb2.Frame]]:
     taken = 0
-    async for index, f in r.subscribe(start):
-        assert f is not None  # the no-op log holds a frame at every index
-        yield index, f
-        taken += 1
-        if taken == count:
-            return
+    async for batch in r.subscribe(start):
+        for index, f in batch:
+            assert f is not None  # the no-op log holds a frame at every index
+            yield index, f
+            taken += 1
+            if taken == count:
+                return
 
 
 def test_raft_consecutive_entries_bounds_per_frame(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ class RejectingReplicator:
 
     async def subscribe(
         self, from_index: int, *, marks: bool = False
-    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
+    ) -> AsyncIterator[list[tuple[int, frame_pb2.Frame | None]]]:
         await self._closed.wait()
         return
         yield  # an async generator that never yields

@@ -107,10 +107,10 @@ class LocalRaft:
 
     async def subscribe(
         self, from_index: int, *, marks: bool = False
-    ) -> AsyncIterator[tuple[int, frame_pb2.Frame | None]]:
+    ) -> AsyncIterator[list[tuple[int, frame_pb2.Frame | None]]]:
         leader = await self.leader()
-        async for item in leader.subscribe(from_index, marks=marks):
-            yield item
+        async for batch in leader.subscribe(from_index, marks=marks):
+            yield batch
 
     async def read_barrier(self) -> int:
         return await (await self.leader()).read_barrier()

@@ -54,11 +54,14 @@ def frame(n: int, size: int = 10) -> frame_pb2.Frame:
 async def collect(r: Replicator, start: int, count: int) -> list[tuple[int, frame_pb2.Frame]]:
     out: list[tuple[int, frame_pb2.Frame]] = []
     stream = r.subscribe(start)
-    async for index, item in stream:
-        assert item is not None, "subscribe without marks yields only frames"
-        out.append((index, item))
-        if len(out) == count:
+    async for batch in stream:
+        assert batch, "a batch is never empty"
+        for index, item in batch:
+            assert item is not None, "subscribe without marks yields only frames"
+            out.append((index, item))
+        if len(out) >= count:
             break
+    del out[count:]
     await stream.aclose()  # type: ignore[attr-defined]
     return out
 
