@@ -402,8 +402,13 @@ def _touches(frame: frame_pb2.Frame) -> set[tuple[str, ...]]:
     return touched
 
 
+# Built once: EnumTypeWrapper.values() makes a new list on every call, and
+# every read asks.
+CONSISTENCIES = frozenset(kv_pb2.Consistency.values())
+
+
 def check_consistency(consistency: int) -> None:
-    if consistency not in kv_pb2.Consistency.values():
+    if consistency not in CONSISTENCIES:
         raise InvalidArgument(
             f"unknown consistency {consistency}: use LINEARIZABLE (0) or SERIALIZABLE (1)"
         )

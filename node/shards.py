@@ -33,10 +33,8 @@ import threading
 import time
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Iterator
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from shardlite.node.names import org_dir
@@ -111,6 +109,24 @@ def _no_initial_page_cache() -> bool:
     return bool(rc == SQLITE_OK)
 
 
+class Pinned:
+    """`with store.use(...) as shard:` holds the shard's pin until the block
+    ends (a class, not a generator: every read passes here)."""
+
+    __slots__ = ("shard", "store")
+
+    def __init__(self, store: ShardStore, shard: Shard | None) -> None:
+        self.store = store
+        self.shard = shard
+
+    def __enter__(self) -> Shard | None:
+        return self.shard
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shard is not None:
+            self.store.unpin(self.shard)
+
+
 class ShardStore:
     def __init__(
         self,
@@ -177,18 +193,16 @@ class ShardStore:
         with self._lock:
             return self._open.get((org, namespace))
 
-    @contextmanager
-    def use(self, org: str, namespace: str, *, create: bool) -> Iterator[Shard | None]:
+    def use(self, org: str, namespace: str, *, create: bool) -> Pinned:
         """Pin the shard while the block runs; None if it does not exist and
         `create` is false (a read of a namespace nobody wrote creates nothing)."""
-        shard = self._acquire(org, namespace, create)
-        try:
-            yield shard
-        finally:
-            if shard is not None:
-                with self._lock:
-                    shard.pins -= 1
-                    shard.last_used = time.monotonic()
+        return Pinned(self, self._acquire(org, namespace, create))
+
+    def unpin(self, shard: Shard) -> None:
+        """Let go of a pin `use` took."""
+        with self._lock:
+            shard.pins -= 1
+            shard.last_used = time.monotonic()
 
     def _acquire(self, org: str, namespace: str, create: bool) -> Shard | None:
         name = (org, namespace)

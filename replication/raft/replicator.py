@@ -472,8 +472,10 @@ class RaftReplicator:
     async def read_barrier(self) -> int:
         self._check_usable()
         try:
+            # A timer, not wait_for's task: this runs for every LINEARIZABLE read.
             with self._refusals():
-                return await asyncio.wait_for(self.driver.read_index(), self.settings.read_timeout)
+                async with asyncio.timeout(self.settings.read_timeout):
+                    return await self.driver.read_index()
         except TimeoutError:
             raise Rejected(
                 RejectReason.NOT_LEADER,
