@@ -23,6 +23,8 @@ from shardlite.v1 import frame_pb2
 MAX_OPS = 10_000
 MAX_CONDITIONS = 1_000
 MAX_CLIENT_ID_CHARS = 128
+# Shards keep request ids in SQLite INTEGER columns: signed 64-bit.
+MAX_REQUEST_SEQ = (1 << 63) - 1
 MAX_TRACE_ID_BYTES = 64
 TRACE_ID_BYTES = 16
 # An invalid frame's reason is streamed back with it; keep it short.
@@ -108,6 +110,11 @@ def _check_content(frame: frame_pb2.Frame) -> None:
         )
     if "\x00" in client_id:
         raise InvalidArgument("request_id.client_id contains a NUL character")
+    if client_id and frame.request_id.seq > MAX_REQUEST_SEQ:
+        raise InvalidArgument(
+            f"request_id.seq is {frame.request_id.seq}; the limit is {MAX_REQUEST_SEQ} "
+            "(a signed 64-bit integer)"
+        )
     if len(frame.trace_id) > MAX_TRACE_ID_BYTES:
         raise InvalidArgument(
             f"trace_id is {len(frame.trace_id)} bytes; the limit is {MAX_TRACE_ID_BYTES}"

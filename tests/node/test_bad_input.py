@@ -191,6 +191,27 @@ def test_batch_shape_errors(stub: kv_pb2_grpc.KVStub) -> None:
     )
 
 
+@pytest.mark.usefixtures("unchanged")
+@pytest.mark.parametrize("seq", [2**63, 2**64 - 1])
+def test_a_request_seq_past_a_signed_64_bit_integer_is_refused_before_proposing(
+    stub: kv_pb2_grpc.KVStub, seq: int
+) -> None:
+    """It used to be proposed, committed, then refused by every replica's
+    SQLite ("Python int too large to convert to SQLite INTEGER")."""
+    _invalid(
+        lambda: stub.Put(
+            kv_pb2.PutRequest(
+                namespace="ok",
+                key="k",
+                value=b"v",
+                request_id=frame_pb2.RequestId(client_id="c", seq=seq),
+            ),
+            timeout=10,
+        ),
+        "request_id.seq is",
+    )
+
+
 GARBAGE = {
     "garbage": b"\xff\xff\xff\xff",
     "truncated-field": b"\x1a\x05ab",

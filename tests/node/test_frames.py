@@ -158,3 +158,16 @@ def test_a_request_id_without_client_is_dropped() -> None:
     frame = _frame()
     frame.request_id.seq = 7
     assert not frames.gate(frame, LIMITS).HasField("request_id")
+
+
+def test_a_request_seq_must_fit_a_signed_64_bit_integer() -> None:
+    """Shards keep request ids in SQLite INTEGER columns (signed 64-bit)."""
+    frame = _frame()
+    frame.request_id.client_id = "c"
+    frame.request_id.seq = frames.MAX_REQUEST_SEQ
+    assert frames.content_problem(frame) is None
+    frame.request_id.seq = frames.MAX_REQUEST_SEQ + 1
+    assert frames.content_problem(frame) == (
+        f"request_id.seq is {frames.MAX_REQUEST_SEQ + 1}; the limit is "
+        f"{frames.MAX_REQUEST_SEQ} (a signed 64-bit integer)"
+    )

@@ -125,6 +125,7 @@ class RequestId(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     seq: _builtins.int
+    """at most 2^63 - 1 (stored as a signed 64-bit integer)"""
     def __init__(
         self,
         *,
