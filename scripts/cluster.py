@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,7 +43,56 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         delay = min(delay * 2, 0.2)
 
 
+# Where free_ports looks: below the kernel's ephemeral range. bind(("", 0))
+# hands out a port from that range, and any outgoing connection (a client, a
+# peer stream) may take the same port as its local end before the node that
+# was given it binds it, or while that node is down for a restart: its bind
+# then fails (CI saw "Failed to bind to address 127.0.0.1:58579").
+PORTS_BELOW_EPHEMERAL = 12_000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_ports(count: int) -> list[int]:
+    """`count` distinct ports free on 127.0.0.1 right now, outside the
+    kernel's ephemeral range when there is room below it (else from it)."""
+    span = _below_ephemeral()
+    if span is None:
+        return _kernel_chosen_ports(count)
+    low, high = span
+    # A random start: test processes running side by side rarely meet.
+    first = random.randrange(low, high)
+    held: list[socket.socket] = []
+    try:
+        for offset in range(high - low):
+            if len(held) == count:
+                break
+            port = low + (first - low + offset) % (high - low)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        if len(held) < count:
+            raise OSError(f"fewer than {count} free ports in {low}-{high - 1}")
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+def _below_ephemeral() -> tuple[int, int] | None:
+    """[low, high) just below the ephemeral range, or None if there is no room."""
+    try:
+        ephemeral_low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    low = max(1024, ephemeral_low - PORTS_BELOW_EPHEMERAL)
+    return (low, ephemeral_low) if ephemeral_low - low >= 1000 else None
+
+
+def _kernel_chosen_ports(count: int) -> list[int]:
     """Ports the kernel considers free right now (bound and released at once)."""
     sockets = []
     try:
