@@ -96,6 +96,12 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="C frames too (gRPC's core, protobuf, SQLite): py-spy then pauses the node for "
+        "each sample, so rates fall; for where the time goes, not how much",
+    )
     p.add_argument("--out-dir", type=Path, default=None)
     p.add_argument("--node-arg", action="append", default=[], help="extra `shardlite node` flag")
     args = p.parse_args()
@@ -137,7 +143,8 @@ def main() -> int:
                             str(int(args.warmup + args.window)),
                             "--format",
                             "raw",
-                            "--nonblocking",
+                            # py-spy reads native stacks only from a paused process.
+                            *(["--native"] if args.native else ["--nonblocking"]),
                             "--output",
                             str(path),
                             *(["--gil"] if args.gil else []),
