@@ -194,8 +194,10 @@ class ShardStore:
             return self._open.get((org, namespace))
 
     def use(self, org: str, namespace: str, *, create: bool) -> Pinned:
-        """Pin the shard while the block runs; None if it does not exist and
-        `create` is false (a read of a namespace nobody wrote creates nothing)."""
+        """Pin the shard now, until the `with` block this call opens ends
+        (always use it as `with store.use(...) as shard:`); None if it does
+        not exist and `create` is false (a read of a namespace nobody wrote
+        creates nothing)."""
         return Pinned(self, self._acquire(org, namespace, create))
 
     def unpin(self, shard: Shard) -> None:
