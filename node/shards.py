@@ -217,14 +217,10 @@ class ShardStore:
             return None
         # Opened outside the lock (file I/O, migrations): reads of other shards
         # go on meanwhile. Only the applier creates shards, so a race is two
-        # openers of an existing file; the loser closes its copy.
+        # openers of an existing, finished file; the loser closes its copy.
         if not exists:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._create(path)
         opened = Shard(path, self.busy_timeout_ms)
-        if not exists:
-            # Make the new file's directory entry durable too.
-            fsync_path(path.parent)
-            fsync_path(self.root)
         with self._lock:
             shard = self._open.get(name)
             if shard is None:
@@ -238,6 +234,22 @@ class ShardStore:
                 victims = [opened]
         self._retire(victims)
         return shard
+
+    def _create(self, path: Path) -> None:
+        """A new shard file, set up whole (WAL mode, the latest schema) under a
+        temporary name, then renamed into place. A reader opening the name
+        meanwhile (`use(create=False)`) finds no file or a finished one: two
+        connections setting up one new file can each wait for the other's
+        lock until the busy timeout ("database is locked": the applier
+        fail-stopped, and a read held the event loop that long)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        # Closing checkpoints the WAL into the file (and syncs it) and removes it.
+        Shard(temporary, self.busy_timeout_ms).close()
+        os.replace(temporary, path)
+        # Make the new file's directory entry durable too.
+        fsync_path(path.parent)
+        fsync_path(self.root)
 
     def _retire(self, shards: list[Shard]) -> None:
         """Close `shards` (already out of the cache) on the closer thread."""
