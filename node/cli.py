@@ -245,6 +245,12 @@ def _node_parser(sub: Any) -> None:
         help="election timeout in ticks (randomized up to twice this)",
     )
     p.add_argument(
+        "--read-lease",
+        action="store_true",
+        help="answer LINEARIZABLE reads on the leader lease, without a heartbeat round "
+        "each (every member needs the same --raft-tick-ms and --election-ticks)",
+    )
+    p.add_argument(
         "--leader-wait",
         type=float,
         default=defaults.leader_wait,
@@ -324,6 +330,7 @@ def _run_node(args: argparse.Namespace) -> int:
         peer_tls_ca=args.peer_tls_ca,
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,
+        read_lease=args.read_lease,
         leader_wait=args.leader_wait,
         propose_timeout=args.propose_timeout,
         snapshot_entries=args.snapshot_entries,

@@ -74,6 +74,10 @@ class NodeConfig:
     peer_tls_ca: Path | None = None
     raft_tick_ms: int = 100
     election_ticks: int = 10
+    # LINEARIZABLE reads on the leader lease (dissertation §6.4.1): no heartbeat
+    # round per read, but safe only while every member runs the same tick and
+    # election timeout and no clock runs 10% slower than another's.
+    read_lease: bool = False
     # A write waits this long for a leader (during an election) before UNAVAILABLE.
     leader_wait: float = 5.0
     # A proposal or a read index not done in this time fails (outcome unknown).

@@ -98,6 +98,7 @@ def build_replicator(
                 peers=config.peers,
                 tick_interval=config.raft_tick_ms / 1000,
                 election_tick=config.election_ticks,
+                read_lease=config.read_lease,
                 propose_timeout=config.propose_timeout,
                 read_timeout=config.propose_timeout,
                 max_frame_bytes=config.max_request_bytes,

@@ -1,6 +1,7 @@
 """The Raft consensus core: a pure, deterministic state machine.
 
-No I/O, no asyncio, no clock, no global randomness. The driver feeds it
+No I/O, no asyncio, no global randomness, and no clock but the one the driver
+hands in for the read lease (``Config.clock``, read by no other rule). The driver feeds it
 ``tick()``, ``step(message)``, ``propose(...)``, ``read_index(...)``,
 ``transfer_leader(...)`` and ``propose_conf_change(...)``; it collects work with
 ``ready()`` and reports it done with ``advance(ready)``. See ``Ready`` for the
@@ -8,8 +9,8 @@ order in which the driver must persist, send and apply.
 
 The structure (and the verbs) follow etcd-io/raft's raft.go so that reviewers
 who know it can compare. Rules cite the Raft paper (§5.x, §6, §7) and Ongaro's
-dissertation (§3.10 leadership transfer, §4 membership, §6.4 ReadIndex, §9.6
-pre-vote).
+dissertation (§3.10 leadership transfer, §4 membership, §6.4 ReadIndex, §6.4.1
+the leader lease, §9.6 pre-vote).
 
 Durability in this core (etcd's "async storage writes" discipline):
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,7 @@ from .errors import (
     SnapshotTemporarilyUnavailableError,
     UnavailableError,
 )
+from .lease import ReadLease
 from .log import RaftLog
 from .messages import (
     ENTRY_OVERHEAD,
@@ -95,6 +97,12 @@ class Config:
     max_committed_size_per_ready: int | None = 64 << 20
     check_quorum: bool = True  # leader steps down without a live quorum; leader lease
     pre_vote: bool = True  # dissertation §9.6
+    # The leader lease for reads (§6.4.1, lease.py): seconds of `clock` after
+    # a quorum-acknowledged heartbeat round began during which the leader
+    # answers a read index without a round. 0: off. On, a node also refuses
+    # votes for an election timeout after it starts. Needs check_quorum.
+    read_lease: float = 0.0
+    clock: Callable[[], float] | None = None
     logger: Logger | None = None
 
     def validate(self) -> None:
@@ -106,6 +114,10 @@ class Config:
             raise ValueError("election_tick must be greater than heartbeat_tick")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max_inflight_msgs must be positive")
+        if self.read_lease < 0:
+            raise ValueError("read_lease must not be negative")
+        if self.read_lease and not (self.check_quorum and self.clock):
+            raise ValueError("read_lease needs check_quorum and a clock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +190,13 @@ class RaftCore:
         self.pending_conf_index = 0
         self.read_only = ReadOnly()
         self.pending_read_index: list[tuple[bytes, int]] = []
+        self.lease = ReadLease(config.read_lease)
+        self._clock = config.clock or (lambda: 0.0)
+        self._renewals = 0  # lease renewal rounds started this term
+        # Ticks since a leader of our term last reached us, or since we started
+        # (we may have heard one just before a crash): with the read lease on,
+        # no vote is granted before an election timeout of them (§6.4.1).
+        self.ticks_since_leader = 0
         self.prs: dict[int, Progress] = {}
         # Messages refused by step(): see _refusal.
         self.refused = 0
@@ -432,6 +451,8 @@ class RaftCore:
         self.pending_conf_index = 0
         self.read_only = ReadOnly()
         self.pending_read_index = []
+        self.lease.reset()
+        self._renewals = 0
 
     def _reset_randomized_election_timeout(self) -> None:
         # §5.2: randomized in [election_timeout, 2 * election_timeout).
@@ -538,6 +559,7 @@ class RaftCore:
     # ------------------------------------------------------------------
     def tick(self) -> None:
         """Advance logical time by one tick."""
+        self.ticks_since_leader += 1
         if self.role is Role.LEADER:
             self._tick_heartbeat()
         else:
@@ -563,6 +585,7 @@ class RaftCore:
             return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
+            self._renew_lease()
             self._bcast_heartbeat()
 
     def campaign(self) -> None:
@@ -735,10 +758,9 @@ class RaftCore:
         elif m.term > self.term:
             if m.type in (MT.VOTE, MT.PRE_VOTE):
                 force = m.context == CAMPAIGN_TRANSFER
-                in_lease = (
-                    self.check_quorum
-                    and self.lead != NONE
-                    and self.election_elapsed < self.election_timeout
+                in_lease = self.check_quorum and (
+                    (self.lead != NONE and self.election_elapsed < self.election_timeout)
+                    or self._holds_votes_for_lease()
                 )
                 if not force and in_lease:
                     # §4.2.3 / §9.6: we heard from a leader within the minimum
@@ -813,6 +835,12 @@ class RaftCore:
         else:
             self._step_candidate(m)
 
+    def _holds_votes_for_lease(self) -> bool:
+        """§6.4.1: a leader's read lease counts on us not voting for an election
+        timeout after we may last have heard it: also once a higher-term message
+        (not a vote) cleared ``lead`` and the term, and after a restart."""
+        return self.lease.duration > 0 and self.ticks_since_leader < self.election_timeout
+
     def _handle_vote_request(self, m: Message) -> None:
         # §5.2: at most one vote per term, first come first served; §9.6: a
         # pre-vote for a future term is granted without recording anything.
@@ -820,7 +848,7 @@ class RaftCore:
             self.vote == m.frm
             or (self.vote == NONE and self.lead == NONE)
             or (m.type is MT.PRE_VOTE and m.term > self.term)
-        )
+        ) and (m.context == CAMPAIGN_TRANSFER or not self._holds_votes_for_lease())
         resp = MT.VOTE_RESP if m.type is MT.VOTE else MT.PRE_VOTE_RESP
         # §5.4.1: only for a candidate whose log is at least as up-to-date.
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
@@ -1008,6 +1036,7 @@ class RaftCore:
     # Follower handlers
     # ------------------------------------------------------------------
     def _handle_append_entries(self, m: Message) -> None:
+        self.ticks_since_leader = 0
         if m.index < self.log.committed:
             self._send(Message(MT.APP_RESP, m.frm, self.id, self.term, index=self.log.committed))
             return
@@ -1043,10 +1072,12 @@ class RaftCore:
         )
 
     def _handle_heartbeat(self, m: Message) -> None:
+        self.ticks_since_leader = 0
         self.log.commit_to(m.commit)
         self._send(Message(MT.HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
 
     def _handle_snapshot(self, m: Message) -> None:
+        self.ticks_since_leader = 0
         snap = m.snapshot
         if snap is None:
             return
@@ -1103,6 +1134,9 @@ class RaftCore:
         if target == self.id:
             return
         self._logger.info("%d starts transferring leadership to %d", self.id, target)
+        # §3.10 / §6.4.1: the transferee's forced campaign bypasses the voters'
+        # refusal, so no lease for the rest of this term, aborted or not.
+        self.lease.bar()
         # §3.10: the transfer must finish within an election timeout.
         self.election_elapsed = 0
         self.lead_transferee = target
@@ -1114,7 +1148,44 @@ class RaftCore:
     def _abort_leader_transfer(self) -> None:
         self.lead_transferee = NONE
 
+    def has_read_lease(self) -> bool:
+        """Would a read index asked now be answered at once, from the lease (§6.4.1)?"""
+        return self.role is Role.LEADER and self._lease_holds()
+
+    def _lease_holds(self) -> bool:
+        return self.lease.duration > 0 and self.lease.holds(self._clock(), self._conf_index())
+
+    def _lease_basis(self) -> int | None:
+        """The configuration a heartbeat round started now may ground a lease in:
+        its quorum must be one of the latest configuration, and that committed
+        (a candidate elected later holds it, so counts votes in it, §4.1)."""
+        if self.lease.duration <= 0 or self.lease.barred:
+            return None
+        conf = self._conf_index()
+        if conf > self.log.committed or self.log.term_or_zero(self.log.committed) != self.term:
+            return None
+        return conf
+
+    def _renew_lease(self) -> None:
+        """Each heartbeat round carries a context of its own while the lease is
+        on, so that its acknowledgements extend the lease (§6.4.1) and reads
+        need no round of their own."""
+        conf = self._lease_basis()
+        if conf is None or self.conf.voters == {self.id}:
+            return
+        self._renewals += 1
+        ctx = b"lease" + self.term.to_bytes(8, "big") + self._renewals.to_bytes(8, "big")
+        self.read_only.add_request(
+            self.log.committed, ctx, started=self._clock(), lease_conf=conf, answer=False
+        )
+        self.read_only.recv_ack(self.id, ctx)
+
     def _leader_read_index(self, ctx: bytes, frm: int) -> None:
+        if self._lease_holds():
+            # §6.4.1: no other leader can have been elected since a quorum last
+            # acknowledged us, so our commit index is the latest.
+            self._answer_read(self.log.committed, ctx, frm)
+            return
         if self.log.term_or_zero(self.log.committed) != self.term:
             # §6.4: a new leader does not know the commit index until its own
             # empty entry commits; hold the request until then.
@@ -1127,7 +1198,9 @@ class RaftCore:
             # We are the whole quorum.
             self._answer_read(self.log.committed, ctx, frm)
             return
-        self.read_only.add_request(self.log.committed, ctx, frm)
+        self.read_only.add_request(
+            self.log.committed, ctx, frm, started=self._clock(), lease_conf=self._lease_basis()
+        )
         self.read_only.recv_ack(self.id, ctx)
         self._bcast_heartbeat(ctx)
 
@@ -1141,8 +1214,16 @@ class RaftCore:
         acks = self.read_only.recv_ack(m.frm, m.context)
         if acks is None or vote_result(self.conf.voters, acks) is not VoteResult.WON:
             return
-        for rs in self.read_only.advance(m.context):
-            self._answer_read(rs.index, rs.context, rs.frm)
+        released = self.read_only.advance(m.context)
+        if not released:
+            return
+        # Acknowledged after the last round began: a quorum heard us since then.
+        last = released[-1]
+        if last.lease_conf is not None and last.lease_conf == self._conf_index():
+            self.lease.extend(last.started, last.lease_conf)
+        for rs in released:
+            if rs.answer:
+                self._answer_read(rs.index, rs.context, rs.frm)
 
     def _answer_read(self, index: int, ctx: bytes, frm: int) -> None:
         if frm in (NONE, self.id):

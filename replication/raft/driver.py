@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,9 @@ log = logging.getLogger(__name__)
 MAX_READY_ROUNDS = 64
 # Bytes of appends in flight to one follower (flow control, etcd-io/raft MaxInflightBytes).
 MAX_INFLIGHT_BYTES = 16 << 20
+# How much slower than a follower's ticks the leader's clock may run: the read
+# lease (lease.py) lasts this fraction less than the election timeout it rests on.
+LEASE_CLOCK_SLACK = 0.1
 # Ask again for a read index not answered within this many ticks.
 READ_RETRY_TICKS = 5
 
@@ -124,6 +128,7 @@ class RaftDriver:
         tick_interval: float = 0.1,
         election_tick: int = 10,
         heartbeat_tick: int = 1,
+        read_lease: bool = False,
         applied: int = 0,
         rng: random.Random | None = None,
         on_snapshot_accepted: Callable[[Snapshot], Awaitable[None]] | None = None,
@@ -151,6 +156,8 @@ class RaftDriver:
                 # follower's stream held up to 1 GB ahead of them (elections
                 # during catch-up). etcd-io/raft's MaxInflightBytes does the same.
                 max_inflight_bytes=MAX_INFLIGHT_BYTES,
+                read_lease=lease_duration(tick_interval, election_tick) if read_lease else 0.0,
+                clock=lease_clock,
                 logger=NamedLogger(logging.getLogger("shardlite.raft.core"), members),
             ),
             rng or random.Random(),
@@ -265,6 +272,14 @@ class RaftDriver:
         self._pending[index] = _Pending(term, future)
         return future
 
+    def lease_read_index(self) -> int | None:
+        """The commit index, if the leader lease vouches that it is the latest
+        (dissertation §6.4.1): a linearizable read may wait for it without a
+        round through the loop. None: ask ``read_index``."""
+        if self.failed is None and self.core.has_read_lease():
+            return self.core.log.committed
+        return None
+
     async def read_index(self) -> int:
         """A commit index that a linearizable read must wait for (dissertation §6.4)."""
         self.check_alive()
@@ -317,12 +332,14 @@ class RaftDriver:
                     timer.cancel()
                 self._wake.clear()
                 if loop.time() >= next_tick:
-                    # One tick per interval; after a long stall (a slow fsync)
-                    # do not fire a burst of ticks that would start elections.
+                    # One tick per interval, never two closer than that: after a
+                    # stall (a slow fsync) no burst of ticks starts elections, and
+                    # an election timeout of ticks takes at least election_tick - 1
+                    # intervals, which the read lease (lease.py) counts on.
                     self.core.tick()
                     self._ticks += 1
                     self._reask_lost_reads()
-                    next_tick = max(next_tick + self.tick_interval, loop.time())
+                    next_tick = loop.time() + self.tick_interval
                 self._feed()
                 self.transport.send(self.core.take_messages())
                 await self._handle_ready()
@@ -384,7 +401,7 @@ class RaftDriver:
             self._read_asked.pop(ctx, None)
         waiting, self._reads = self._reads, []
         reads = [r for r in waiting if not r.done()]
-        if reads and self._read_asked:
+        if reads and self._read_asked and not core.has_read_lease():
             # A round is in flight: these reads arrived after it began, so its
             # index may be too old for them; they wait together for the next
             # round, started once this one is answered (dissertation §6.4:
@@ -652,6 +669,24 @@ _CHANGE_NAMES = {
     ConfChangeType.ADD_LEARNER: "add-learner",
     ConfChangeType.REMOVE_NODE: "remove",
 }
+
+
+def lease_duration(tick_interval: float, election_tick: int) -> float:
+    """Seconds of lease after a round a quorum acknowledged began: a follower
+    votes again election_tick ticks after it heard us, which takes at least
+    election_tick - 1 intervals (the first may come at once), less the slack
+    for the leader's clock running slow."""
+    return (election_tick - 1) * tick_interval * (1 - LEASE_CLOCK_SLACK)
+
+
+def lease_clock() -> float:
+    """The leader's clock for the lease: it keeps counting while the machine
+    sleeps (CLOCK_BOOTTIME), unlike the monotonic clock, so a leader woken from
+    a suspend does not trust a lease the followers stopped honouring."""
+    return time.clock_gettime(_LEASE_CLOCK_ID)
+
+
+_LEASE_CLOCK_ID = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def _retrieve(future: asyncio.Future[int]) -> None:

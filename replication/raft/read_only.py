@@ -18,6 +18,11 @@ class ReadIndexStatus:
     index: int  # commit index when the request arrived
     context: bytes
     frm: int  # NONE (or the leader itself) for a local request, else the follower to answer
+    # The leader's clock when the round began, and the configuration it may
+    # ground a read lease in (None: it may not; see lease.py).
+    started: float = 0.0
+    lease_conf: int | None = None
+    answer: bool = True  # False: a round only to renew the lease, nobody waits on it
     acks: dict[int, bool] = field(default_factory=dict)
 
 
@@ -26,10 +31,19 @@ class ReadOnly:
         self.pending: dict[bytes, ReadIndexStatus] = {}
         self.queue: list[bytes] = []
 
-    def add_request(self, index: int, context: bytes, frm: int = NONE) -> None:
+    def add_request(
+        self,
+        index: int,
+        context: bytes,
+        frm: int = NONE,
+        *,
+        started: float = 0.0,
+        lease_conf: int | None = None,
+        answer: bool = True,
+    ) -> None:
         if context in self.pending:
             return  # a duplicate request; the first one answers it
-        self.pending[context] = ReadIndexStatus(index, context, frm)
+        self.pending[context] = ReadIndexStatus(index, context, frm, started, lease_conf, answer)
         self.queue.append(context)
 
     def recv_ack(self, node: int, context: bytes) -> dict[int, bool] | None:

@@ -23,7 +23,14 @@ After every event the simulator checks:
   and reach the same state (a hash chain) at each index, including through
   snapshots; the applied index never goes backwards;
 - ReadIndex: a read index is at least the commit index known anywhere when
-  the read was requested.
+  the read was requested, also when the leader answers it from its lease.
+
+Half the seeds run with the leader lease for reads (§6.4.1). Those give every
+node a clock of its own (running up to ``clock_slack`` fast or slow, with its
+own offset), let nodes skip ticks (a stalled loop: its tick count then runs
+slow against real time, which is why the lease is not counted in ticks), and
+ask for reads between any two events. Real time is the round plus the share
+of the round's events done; every node ticks at the round's start.
 
 Then it heals every fault and checks liveness: a leader is elected and a new
 proposal commits, and every member applies it, within a bounded number of ticks.
@@ -96,6 +103,13 @@ class SimOptions:
     max_size_per_msg: int = 200
     pre_vote: bool = True
     check_quorum: bool = True
+    # The leader lease for reads (see the module docstring); drawn per seed
+    # from a stream of its own, so seeds without it replay as they did before.
+    read_lease: bool = False
+    clock_slack: float = 0.1  # clocks run at 1 +- this (the driver's LEASE_CLOCK_SLACK)
+    tick_skip: float = 0.0  # chance per node per round that its tick is skipped
+    read_events: float = 0.0  # chance per event of a read; half of them at a leader, stale or not
+    isolate_leader: float = 0.0  # per round: cut the leader off, both ways
     # Draw the fault rates and flow-control limits above from the seed, so that
     # seeds range from calm to stormy and from one entry per append to many.
     randomize: bool = True
@@ -107,6 +121,23 @@ class SimOptions:
             self, pre_vote=rng.random() >= 0.25, check_quorum=rng.random() >= 0.25
         )
         return base._randomized(rng)
+
+    def with_lease_drawn(self, rng: random.Random) -> SimOptions:
+        if not self.check_quorum or rng.random() < 0.5:
+            return self
+        return dataclasses.replace(
+            self,
+            read_lease=True,
+            tick_skip=rng.choice([0.0, 0.05, 0.2]),
+            read_events=rng.choice([0.02, 0.1, 0.3]),
+            # The lease's whole risk: a leader that does not know it was deposed.
+            isolate_leader=rng.choice([0.02, 0.05, 0.1]),
+        )
+
+    @property
+    def lease_duration(self) -> float:
+        """In rounds: the driver's rule, with one tick per round (driver.lease_duration)."""
+        return (self.election_tick - 1) * (1 - self.clock_slack)
 
     def _randomized(self, rng: random.Random) -> SimOptions:
         if rng.random() < 0.3:
@@ -163,6 +194,8 @@ class SimNode:
     doom: int = -1  # events left before this (new) leader crashes; -1: none planned
     read_contexts: ReadContexts | None = None  # the driver's, new with every start
     starts: int = 0
+    clock_rate: float = 1.0  # this node's clock: clock_offset + clock_rate * real time
+    clock_offset: float = 0.0
 
     @property
     def alive(self) -> bool:
@@ -181,6 +214,7 @@ class SimStats:
     snapshots_sent: int = 0
     conf_changes: int = 0
     reads: int = 0
+    lease_reads: int = 0  # asked of a leader holding its lease (answered at once)
     heal_ticks: int = 0
 
 
@@ -210,8 +244,9 @@ class Sim:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self.lease_rng = random.Random(f"lease-{self.seed}")
         if self.opts.randomize:
-            self.opts = self.opts.randomized(self.rng)
+            self.opts = self.opts.randomized(self.rng).with_lease_drawn(self.lease_rng)
         o = self.opts
         self.voters0 = list(range(1, o.nodes + 1))
         self.nodes: dict[int, SimNode] = {}
@@ -219,6 +254,7 @@ class Sim:
         self.net: list[_InFlight] = []
         self.cut: set[tuple[int, int]] = set()
         self.round = 0
+        self.round_share = 0.0  # of the current round's events done: real time is the sum
         self.healed = False
         self.stats = SimStats(self.seed, o.nodes)
         # Checker state.
@@ -231,7 +267,7 @@ class Sim:
         self.proposal_seq = 0
         self.trace: deque[str] = deque(maxlen=60)
         for nid in self.voters0:
-            self.nodes[nid] = SimNode(nid, MemoryStorage.bootstrap(self.voters0))
+            self.nodes[nid] = self._new_node(nid, MemoryStorage.bootstrap(self.voters0))
             self._start(self.nodes[nid])
         if self.opts.randomize:
             for nd in self.nodes.values():
@@ -240,6 +276,17 @@ class Sim:
     # ------------------------------------------------------------------
     # Node lifecycle
     # ------------------------------------------------------------------
+    def _new_node(self, nid: int, storage: MemoryStorage) -> SimNode:
+        nd = SimNode(nid, storage)
+        if self.opts.read_lease:
+            slack = self.opts.clock_slack
+            nd.clock_rate = self.lease_rng.uniform(1 - slack, 1 + slack)
+            nd.clock_offset = self.lease_rng.uniform(0, 1000)
+        return nd
+
+    def _clock(self, nd: SimNode) -> float:
+        return nd.clock_offset + nd.clock_rate * (self.round + self.round_share)
+
     def _start(self, nd: SimNode) -> None:
         o = self.opts
         cfg = Config(
@@ -252,6 +299,8 @@ class Sim:
             max_size_per_msg=o.max_size_per_msg,
             pre_vote=o.pre_vote,
             check_quorum=o.check_quorum,
+            read_lease=o.lease_duration if o.read_lease else 0.0,
+            clock=lambda: self._clock(nd),
             logger=_NULL_LOGGER,
         )
         nd.core = RaftCore(cfg, random.Random(self.rng.getrandbits(32)))
@@ -537,7 +586,7 @@ class Sim:
         self.stats.conf_changes += 1
         self._note(f"{nd.nid} proposes {cc.type.name} {cc.node_id} at {p.last_index}")
         if cc.node_id not in self.nodes:
-            new = SimNode(cc.node_id, MemoryStorage(ConfState()))
+            new = self._new_node(cc.node_id, MemoryStorage(ConfState()))
             self.nodes[cc.node_id] = new
             self._start(new)
         self._check_node(nd)
@@ -556,6 +605,11 @@ class Sim:
         if self.cut and rng.random() < o.heal:
             self._note("heal partition")
             self.cut.clear()
+        elif o.isolate_leader and lead is not None and rng.random() < o.isolate_leader:
+            ids = sorted(self.nodes)
+            self.cut.update((a, lead.nid) for a in ids if a != lead.nid)
+            self.cut.update((lead.nid, b) for b in ids if b != lead.nid)
+            self._note(f"isolate leader {lead.nid}")
         elif rng.random() < o.partition:
             ids = sorted(self.nodes)
             if rng.random() < 0.5:
@@ -588,24 +642,33 @@ class Sim:
             lead.core.transfer_leader(to)
             self._check_node(lead)
         if rng.random() < o.read:
-            alive = self._alive()
-            if alive:
-                nd = rng.choice(alive)
-                assert nd.core is not None
-                assert nd.read_contexts is not None
-                ctx = nd.read_contexts.next()
-                try:
-                    nd.core.read_index(ctx)
-                except ProposalDroppedError:
-                    pass
-                else:
-                    self._note(f"{nd.nid} asks for a read index ({ctx.hex()})")
-                    self.reads[(nd.nid, ctx)] = self.commit_index
-                    self.stats.reads += 1
-                self._check_node(nd)
+            self._read()
         for nd in self._alive():
             if nd.pending is None and rng.random() < o.compact:
                 self._compact(nd)
+
+    def _read(self, at_leaders: bool = False) -> None:
+        alive = self._alive()
+        leaders = [nd for nd in alive if nd.core is not None and nd.core.role is Role.LEADER]
+        if at_leaders and leaders:
+            alive = leaders  # the stale ones too: they answer from a lease, if any
+        if not alive:
+            return
+        nd = self.rng.choice(alive)
+        assert nd.core is not None
+        assert nd.read_contexts is not None
+        ctx = nd.read_contexts.next()
+        leased = nd.core.has_read_lease()
+        try:
+            nd.core.read_index(ctx)
+        except ProposalDroppedError:
+            pass
+        else:
+            self._note(f"{nd.nid} asks for a read index ({ctx.hex()}){' on its lease' * leased}")
+            self.stats.lease_reads += leased
+            self.reads[(nd.nid, ctx)] = self.commit_index
+            self.stats.reads += 1
+        self._check_node(nd)
 
     def _compact(self, nd: SimNode) -> None:
         core = nd.core
@@ -625,9 +688,12 @@ class Sim:
     # ------------------------------------------------------------------
     def _events(self, budget: int) -> None:
         rng = self.rng
-        for _ in range(budget):
+        for k in range(budget):
+            self.round_share = k / (budget + 1)
             if not self.healed:
                 self._crash_faults()
+                if self.opts.read_events and rng.random() < self.opts.read_events:
+                    self._read(at_leaders=rng.random() < 0.5)
             ready_nodes = [
                 nd
                 for nd in self.nodes.values()
@@ -673,9 +739,12 @@ class Sim:
 
     def _tick(self) -> None:
         self.round += 1
+        self.round_share = 0.0
         self.stats.ticks += 1
         for nd in self._alive():
             assert nd.core is not None
+            if not self.healed and self.lease_rng.random() < self.opts.tick_skip:
+                continue  # a stalled loop skips the tick (driver: never a burst)
             nd.core.tick()
             self._check_node(nd)
 

@@ -55,6 +55,7 @@ class LocalRaft:
         path: Path,
         max_frame_bytes: int = 64 << 10,
         message_hosts: dict[str, str] | None = None,
+        read_lease: bool = False,
     ) -> LocalRaft:
         """`message_hosts`: a member's RaftSettings.message_host ("" = no TCP stream)."""
         peers = cls._peers(path)
@@ -67,6 +68,7 @@ class LocalRaft:
                     directory=path / name,
                     peers=peers,
                     tick_interval=0.02,
+                    read_lease=read_lease,
                     max_frame_bytes=max_frame_bytes,
                     message_host=(message_hosts or {}).get(name),
                     snapshot_entries=50,

@@ -33,7 +33,15 @@ async def _raft(path: Path) -> Replicator:
     return await LocalRaft.open(path)
 
 
-FACTORIES: dict[str, Factory] = {"noop": _noop, "raft-3-nodes": _raft}
+async def _raft_leased(path: Path) -> Replicator:
+    return await LocalRaft.open(path, read_lease=True)
+
+
+FACTORIES: dict[str, Factory] = {
+    "noop": _noop,
+    "raft-3-nodes": _raft,
+    "raft-3-nodes-read-lease": _raft_leased,
+}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
