@@ -249,12 +249,17 @@ class EchoTarget:
 
 
 class ShardliteTarget:
-    name = "shardlite"
     api = "shardlite"
 
-    def __init__(self, base: Path, nodes: int = 3, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, base: Path, nodes: int = 3, args: tuple[str, ...] = (), *, read_lease: bool = False
+    ) -> None:
+        self.name = "shardlite-lease" if read_lease else "shardlite"
         self.base = base
-        self.cluster = LocalCluster(base / "shardlite", nodes, args=args)
+        self.read_lease = read_lease or "--read-lease" in args
+        if read_lease:
+            args = (*args, "--read-lease")
+        self.cluster = LocalCluster(base / self.name, nodes, args=args)
         self.size = nodes
         self.leader = ""
 
@@ -283,6 +288,9 @@ class ShardliteTarget:
             "nodes": self.size,
             "leader": self.leader,
             "replicator": "raft" if self.size > 1 else "raft (single member)",
+            "linearizable_reads": "leader lease (§6.4.1)"
+            if self.read_lease
+            else "ReadIndex (§6.4)",
         }
 
 

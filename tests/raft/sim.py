@@ -110,6 +110,7 @@ class SimOptions:
     tick_skip: float = 0.0  # chance per node per round that its tick is skipped
     read_events: float = 0.0  # chance per event of a read; half of them at a leader, stale or not
     isolate_leader: float = 0.0  # per round: cut the leader off, both ways
+    pair_cut: float = 0.0  # per round: cut two nodes apart, both ways (the others see both)
     # Draw the fault rates and flow-control limits above from the seed, so that
     # seeds range from calm to stormy and from one entry per append to many.
     randomize: bool = True
@@ -130,8 +131,13 @@ class SimOptions:
             read_lease=True,
             tick_skip=rng.choice([0.0, 0.05, 0.2]),
             read_events=rng.choice([0.02, 0.1, 0.3]),
-            # The lease's whole risk: a leader that does not know it was deposed.
+            # The lease's whole risk: a leader that does not know it was
+            # deposed, by a node it cannot reach, with the vote of one that
+            # heard it lately (restarted since, or moved on by a transfer).
             isolate_leader=rng.choice([0.02, 0.05, 0.1]),
+            pair_cut=rng.choice([0.02, 0.05, 0.1]),
+            restart=rng.choice([self.restart, 0.5, 0.9]),
+            transfer=rng.choice([self.transfer, 0.05, 0.1]),
         )
 
     @property
@@ -610,6 +616,10 @@ class Sim:
             self.cut.update((a, lead.nid) for a in ids if a != lead.nid)
             self.cut.update((lead.nid, b) for b in ids if b != lead.nid)
             self._note(f"isolate leader {lead.nid}")
+        elif o.pair_cut and rng.random() < o.pair_cut:
+            a, b = rng.sample(sorted(self.nodes), 2)
+            self.cut.update({(a, b), (b, a)})
+            self._note(f"cut {a} <-> {b}")
         elif rng.random() < o.partition:
             ids = sorted(self.nodes)
             if rng.random() < 0.5:
