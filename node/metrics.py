@@ -107,6 +107,13 @@ class NodeMetrics(Observer):
             buckets=FSYNC_BUCKETS,
             registry=r,
         )
+        self.read_indexes = Counter(
+            "shardlite_read_index",
+            "LINEARIZABLE reads' read indexes obtained here, by how: lease or round",
+            ["via"],
+            registry=r,
+        )
+        self._read_index_via = {via: self.read_indexes.labels(via) for via in ("lease", "round")}
         self.elections_started = Counter(
             "shardlite_raft_elections_started", "Elections this node started", registry=r
         )
@@ -174,6 +181,9 @@ class NodeMetrics(Observer):
 
     def rejected(self, reason: RejectReason, count: int = 1) -> None:
         self.proposals_rejected.labels(reason.name.lower()).inc(count)
+
+    def read_index(self, via: str) -> None:
+        self._read_index_via[via].inc()
 
     def election_started(self, term: int) -> None:
         self.elections_started.inc()

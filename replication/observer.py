@@ -32,6 +32,10 @@ class Observer:
     def rejected(self, reason: RejectReason, count: int = 1) -> None:
         """`count` frames proposed here were refused, or their outcome is unknown."""
 
+    def read_index(self, via: str) -> None:
+        """A LINEARIZABLE read got its read index here: "lease" (the leader
+        lease, §6.4.1) or "round" (a heartbeat round, §6.4)."""
+
     def election_started(self, term: int) -> None: ...
 
     def election_ended(self, term: int, won: bool) -> None: ...

@@ -478,12 +478,15 @@ class RaftReplicator:
         self._check_usable()
         index = self.driver.lease_read_index()
         if index is not None:
+            self.observer.read_index("lease")
             return index
         try:
             # A timer, not wait_for's task: this runs for every LINEARIZABLE read.
             with self._refusals():
                 async with asyncio.timeout(self.settings.read_timeout):
-                    return await self.driver.read_index()
+                    index = await self.driver.read_index()
+            self.observer.read_index("round")
+            return index
         except TimeoutError:
             raise Rejected(
                 RejectReason.NOT_LEADER,

@@ -144,6 +144,10 @@ def test_a_cluster_shows_replication_elections_and_snapshots(tmp_path: Path) -> 
         forwarded = {"service": "KV", "method": "Put", "code": "OK"}
         assert value(follower, "shardlite_rpc_requests_total", **forwarded) == 80
         assert value(follower, "shardlite_proposals_rejected_total", reason="not_leader") >= 1
+        with cluster.client(others[0], timeout=10) as c:
+            assert c.get("k0") is not None  # LINEARIZABLE: a read index asked of the leader
+        rounds = value(scrape(urls[others[0]]), "shardlite_read_index_total", via="round")
+        assert rounds >= 1
 
         # The leader dies: a survivor sees an election, a new leader, a new term.
         survivor = others[0]

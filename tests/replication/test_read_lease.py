@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shardlite.replication.observer import Observer
 from shardlite.replication.raft.driver import lease_duration
 from tests.harness import until
 from tests.replication.local_raft import LocalRaft
@@ -23,6 +24,14 @@ TICK = 0.02  # LocalRaft's tick interval; the election timeout is 10 ticks
 def stall_loop(seconds: float) -> None:
     """Block the running event loop, as a slow fsync on it would."""
     time.sleep(seconds)
+
+
+class ReadIndexes(Observer):
+    def __init__(self) -> None:
+        self.via: list[str] = []
+
+    def read_index(self, via: str) -> None:
+        self.via.append(via)
 
 
 def test_lease_duration_stays_under_the_election_timeout() -> None:
@@ -38,12 +47,15 @@ def test_leader_reads_on_its_lease_without_a_round(tmp_path: Path) -> None:
             core = leader.driver.core
             await until(core.has_read_lease, 2, "no heartbeat round grounded a lease")
             rounds = count_rounds(core)
+            seen = ReadIndexes()
+            leader.observer = seen
             index = await leader.read_barrier()
             assert index == core.log.committed
             indices = await asyncio.gather(*(leader.read_barrier() for _ in range(50)))
             assert min(indices) >= index
             if core.has_read_lease():  # not lost to a stall of this loop meanwhile
                 assert rounds == []
+                assert seen.via == ["lease"] * 51
             # A follower's read is forwarded, and answered on the lease too.
             follower = next(r for r in cluster.replicators.values() if r is not leader)
             assert await asyncio.wait_for(follower.read_barrier(), 5) >= index
