@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -44,6 +45,9 @@ from shardlite.replication.durable import crash_point, fsync_path
 log = logging.getLogger(__name__)
 
 SHARD_SUFFIX = ".db"
+# What a crash while a new shard was set up leaves behind (ShardStore._create):
+# the temporary file and its WAL or journal. A shard's own files end in .db.
+_SETUP_LEFTOVER = re.compile(r"\.db\.new-\d+-\d+(-wal|-shm|-journal)?\Z")
 # The longest file name most file systems take (NAME_MAX).
 MAX_FILE_NAME_BYTES = 255
 
@@ -155,6 +159,7 @@ class ShardStore:
         # next snapshot copies every shard.
         self._written: set[Path] | None = None
         self._finish_interrupted_swap()
+        self._sweep_setup_leftovers()
 
     def path(self, org: str, namespace: str) -> Path:
         """Where the shard of (org, namespace) lives; ShardPathError unless that
@@ -381,6 +386,16 @@ class ShardStore:
             else:
                 shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(self.root.with_name(self.root.name + ".incoming"), ignore_errors=True)
+
+    def _sweep_setup_leftovers(self) -> None:
+        """Remove the temporary files of shards whose setup a crash cut short:
+        nothing names them, and the next write of the namespace starts over."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.glob("*/*"):
+            if _SETUP_LEFTOVER.search(path.name):
+                log.info("removing %s, left by a shard setup a crash cut short", path)
+                path.unlink(missing_ok=True)
 
     def close_all(self) -> None:
         with self._lock:

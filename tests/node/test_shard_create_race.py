@@ -53,3 +53,29 @@ def test_reads_opening_a_shard_being_created_never_meet_a_lock(tmp_path: Path) -
             p.name for p in org_dir.iterdir() if not p.name.endswith(("-wal", "-shm"))
         ) == sorted(f"ns{i}.db" for i in range(NAMESPACES))
         store.close_all()
+
+
+def test_a_setup_cut_short_by_a_crash_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The temporary files of a shard set up when the node crashed are removed
+    at the next start; shards whose names look alike are kept."""
+    store = ShardStore(tmp_path)
+    with store.use("", "kept.db.new-1-2", create=True) as shard:
+        assert shard is not None
+    with store.use("", "ns", create=True) as shard:
+        assert shard is not None
+    store.close_all()
+    org = store.path("", "ns").parent
+    leftovers = [org / f"ns.db.new-4242-1397{suffix}" for suffix in ("", "-wal", "-shm")]
+    for path in leftovers:
+        path.write_bytes(b"half set up")
+
+    reopened = ShardStore(tmp_path)
+
+    assert not any(path.exists() for path in leftovers)
+    assert sorted(p.name for p in org.iterdir() if p.name.endswith(".db")) == [
+        "kept.db.new-1-2.db",
+        "ns.db",
+    ]
+    with reopened.use("", "kept.db.new-1-2", create=False) as shard:
+        assert shard is not None
+    reopened.close_all()
