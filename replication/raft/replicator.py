@@ -193,8 +193,15 @@ class RaftReplicator:
         self.observer: Observer = NULL_OBSERVER
         self.driver.transport.metadata = self.cluster.metadata
         self.driver.transport.tls = settings.tls
+        self.timing = raft_pb2.RaftTiming(
+            tick_us=round(settings.tick_interval * 1_000_000),
+            election_ticks=settings.election_tick,
+            read_lease=settings.read_lease,
+        )
         self.driver.transport.introduction = raft_pb2.MessagePortRequest(
-            sender=self.id, client_address=settings.client_address or settings.address
+            sender=self.id,
+            client_address=settings.client_address or settings.address,
+            timing=self.timing,
         )
         self._client_addresses: dict[int, str] = {}
         self.driver.start()
@@ -572,6 +579,7 @@ class RaftReplicator:
                 message_port=self.settings.message_port,
                 on_introduced=self._introduced,
                 tls=self.settings.tls,
+                timing=self.timing,
             )
         return self._servicer
 

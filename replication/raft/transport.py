@@ -122,6 +122,39 @@ def _refused(address: str, details: str) -> None:
         log.error("the peer at %s refuses this member: %s", address, details)
 
 
+def timing_problem(ours: raft_pb2.RaftTiming, theirs: raft_pb2.RaftTiming) -> str | None:
+    """Why a peer with `theirs` may not join our Raft traffic, or None. With the
+    read lease on either side every member must refuse votes for the same
+    election timeout as the leader counts on (lease.py); without it, timing
+    may differ (a rolling change of --raft-tick-ms is fine)."""
+    if not (ours.read_lease or theirs.read_lease) or ours == theirs:
+        return None
+    return (
+        f"the read lease needs every member on the same Raft timing: this member runs "
+        f"{_describe(ours)}, the peer {_describe(theirs)} (--raft-tick-ms, "
+        "--election-ticks, --read-lease)"
+    )
+
+
+def _describe(timing: raft_pb2.RaftTiming) -> str:
+    lease = "on" if timing.read_lease else "off"
+    return (
+        f"a {timing.tick_us / 1000:g} ms tick, {timing.election_ticks} election ticks, "
+        f"read lease {lease}"
+    )
+
+
+_refusals_of: dict[int, float] = {}
+
+
+def _refusing(sender: int, why: str) -> None:
+    """We refuse a peer: say so, now and then."""
+    now = asyncio.get_running_loop().time()
+    if now - _refusals_of.get(sender, -30.0) >= 30.0:
+        _refusals_of[sender] = now
+        log.error("refusing Raft messages from member %x: %s", sender, why)
+
+
 def _decode(pb: raft_pb2.RaftMessage) -> Message:
     try:
         return message_from_pb(pb)
@@ -396,8 +429,10 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         message_port: int = 0,
         on_introduced: Callable[[int, str], None] | None = None,
         tls: TlsFiles | None = None,
+        timing: raft_pb2.RaftTiming | None = None,
     ) -> None:
         self.tls = tls
+        self.timing = timing  # ours, checked against each peer's (timing_problem)
         self.deliver = deliver
         self.message_port_number = message_port
         self.on_introduced = on_introduced
@@ -440,6 +475,12 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         if problem is not None:
             context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             context.set_details(f"client_address: {problem}")
+            return raft_pb2.MessagePortResponse()
+        mismatch = timing_problem(self.timing, request.timing) if self.timing else None
+        if mismatch is not None:
+            _refusing(request.sender, mismatch)
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            context.set_details(mismatch)
             return raft_pb2.MessagePortResponse()
         if self.on_introduced is not None and request.sender and request.client_address:
             self.on_introduced(request.sender, request.client_address)

@@ -12,8 +12,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+import pytest
+
 from shardlite.replication.observer import Observer
 from shardlite.replication.raft.driver import lease_duration
+from shardlite.replication.raft.transport import timing_problem
+from shardlite.v1 import raft_pb2, raft_pb2_grpc
 from tests.harness import until
 from tests.replication.local_raft import LocalRaft
 from tests.replication.test_read_batching import count_rounds
@@ -108,6 +113,52 @@ def test_ticks_never_come_closer_than_the_interval(tmp_path: Path) -> None:
                 await until(ticked_thrice_since(len(times)), 2, "no ticks")
             gaps = [b - a for a, b in itertools.pairwise(times)]
             assert min(gaps) >= TICK, f"two ticks {min(gaps):.4f}s apart"
+        finally:
+            await cluster.close()
+
+    asyncio.run(check())
+
+
+def test_timing_must_match_when_the_lease_is_on() -> None:
+    def timing(tick_us: int, election_ticks: int, lease: bool) -> raft_pb2.RaftTiming:
+        return raft_pb2.RaftTiming(tick_us=tick_us, election_ticks=election_ticks, read_lease=lease)
+
+    leased = timing(100_000, 10, True)
+    assert timing_problem(leased, timing(100_000, 10, True)) is None
+    # Without the lease, timing may differ (a rolling change of the tick).
+    assert timing_problem(timing(100_000, 10, False), timing(50_000, 20, False)) is None
+    slower = timing_problem(leased, timing(100_000, 20, True))
+    assert slower == (
+        "the read lease needs every member on the same Raft timing: this member runs "
+        "a 100 ms tick, 10 election ticks, read lease on, the peer a 100 ms tick, "
+        "20 election ticks, read lease on (--raft-tick-ms, --election-ticks, --read-lease)"
+    )
+    assert timing_problem(leased, timing(100_000, 10, False)) is not None
+    assert timing_problem(timing(100_000, 10, False), leased) is not None
+    # A peer that says nothing (a member from before the lease) is refused too.
+    assert timing_problem(leased, raft_pb2.RaftTiming()) is not None
+
+
+def test_a_member_refuses_a_peer_on_other_timing(tmp_path: Path) -> None:
+    async def check() -> None:
+        cluster = await LocalRaft.open(tmp_path, read_lease=True)
+        try:
+            member = next(iter(cluster.replicators.values()))
+            other = raft_pb2.RaftTiming(tick_us=20_000, election_ticks=20, read_lease=True)
+            async with grpc.aio.insecure_channel(member.settings.address) as channel:
+                stub = raft_pb2_grpc.RaftStub(channel)
+                metadata = member.cluster.metadata()
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.MessagePort(
+                        raft_pb2.MessagePortRequest(sender=7, timing=other),
+                        metadata=metadata,
+                        timeout=5,
+                    )
+                assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert "20 election ticks" in (refused.value.details() or "")
+                same = raft_pb2.MessagePortRequest(sender=7, timing=member.timing)
+                reply = await stub.MessagePort(same, metadata=metadata, timeout=5)
+                assert reply.port > 0
         finally:
             await cluster.close()
 

@@ -187,21 +187,56 @@ class MessagePortRequest(_message.Message):
 
     SENDER_FIELD_NUMBER: _builtins.int
     CLIENT_ADDRESS_FIELD_NUMBER: _builtins.int
+    TIMING_FIELD_NUMBER: _builtins.int
     sender: _builtins.int
     client_address: _builtins.str
+    @_builtins.property
+    def timing(self) -> Global___RaftTiming:
+        """The sender's Raft timing. A member with the read lease on refuses a peer
+        whose timing differs from its own (and one with the lease on refuses a
+        peer without it): the lease counts on every member refusing votes for the
+        same election timeout (docs/operations.md, --read-lease).
+        """
+
     def __init__(
         self,
         *,
         sender: _builtins.int = ...,
         client_address: _builtins.str = ...,
+        timing: Global___RaftTiming | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timing", b"timing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_address", b"client_address", "sender", b"sender"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_address", b"client_address", "sender", b"sender", "timing", b"timing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MessagePortRequest: _TypeAlias = MessagePortRequest  # noqa: Y015
+
+@_typing.final
+class RaftTiming(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICK_US_FIELD_NUMBER: _builtins.int
+    ELECTION_TICKS_FIELD_NUMBER: _builtins.int
+    READ_LEASE_FIELD_NUMBER: _builtins.int
+    tick_us: _builtins.int
+    election_ticks: _builtins.int
+    read_lease: _builtins.bool
+    def __init__(
+        self,
+        *,
+        tick_us: _builtins.int = ...,
+        election_ticks: _builtins.int = ...,
+        read_lease: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["election_ticks", b"election_ticks", "read_lease", b"read_lease", "tick_us", b"tick_us"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RaftTiming: _TypeAlias = RaftTiming  # noqa: Y015
 
 @_typing.final
 class MessagePortResponse(_message.Message):
