@@ -30,7 +30,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shardlite.replication.observer import Observer
+from shardlite.replication.observer import Observer, ReadIndexVia
 from shardlite.replication.replicator import RejectReason
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class NodeMetrics(Observer):
     def rejected(self, reason: RejectReason, count: int = 1) -> None:
         self.proposals_rejected.labels(reason.name.lower()).inc(count)
 
-    def read_index(self, via: str) -> None:
+    def read_index(self, via: ReadIndexVia) -> None:
         self._read_index_via[via].inc()
 
     def election_started(self, term: int) -> None:

@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from shardlite.replication.replicator import Rejected, RejectReason
+
+ReadIndexVia = Literal["lease", "round"]
 
 
 class Observer:
@@ -32,7 +35,7 @@ class Observer:
     def rejected(self, reason: RejectReason, count: int = 1) -> None:
         """`count` frames proposed here were refused, or their outcome is unknown."""
 
-    def read_index(self, via: str) -> None:
+    def read_index(self, via: ReadIndexVia) -> None:
         """A LINEARIZABLE read got its read index here: "lease" (the leader
         lease, §6.4.1) or "round" (a heartbeat round, §6.4)."""
 

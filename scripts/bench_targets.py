@@ -256,9 +256,9 @@ class ShardliteTarget:
     ) -> None:
         self.name = "shardlite-lease" if read_lease else "shardlite"
         self.base = base
-        self.read_lease = read_lease or "--read-lease" in args
-        if read_lease:
+        if read_lease and "--read-lease" not in args:
             args = (*args, "--read-lease")
+        self.read_lease = "--read-lease" in args
         self.cluster = LocalCluster(base / self.name, nodes, args=args)
         self.size = nodes
         self.leader = ""

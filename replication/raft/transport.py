@@ -107,19 +107,25 @@ def tls_generation(tls: TlsFiles | None) -> int:
 
 
 Metadata = tuple[tuple[str, str], ...]
-_refusals: dict[str, float] = {}
+# When each refusal was last logged, by who refused whom: logged every 30 s.
+_refusals: dict[tuple[str, object], float] = {}
 
 
 def _no_metadata() -> Metadata:
     return ()
 
 
-def _refused(address: str, details: str) -> None:
-    """A peer refused us (another cluster's member): say so, now and then."""
+def _log_refusal(key: tuple[str, object], msg: str, *args: object) -> None:
+    """Log a refusal (one side of it, one peer) now and then, not per attempt."""
     now = asyncio.get_running_loop().time()
-    if now - _refusals.get(address, -30.0) >= 30.0:
-        _refusals[address] = now
-        log.error("the peer at %s refuses this member: %s", address, details)
+    if now - _refusals.get(key, -30.0) >= 30.0:
+        _refusals[key] = now
+        log.error(msg, *args)
+
+
+def _refused(address: str, details: str) -> None:
+    """A peer refused us (another cluster's member, other timing)."""
+    _log_refusal(("by", address), "the peer at %s refuses this member: %s", address, details)
 
 
 def timing_problem(ours: raft_pb2.RaftTiming, theirs: raft_pb2.RaftTiming) -> str | None:
@@ -142,17 +148,6 @@ def _describe(timing: raft_pb2.RaftTiming) -> str:
         f"a {timing.tick_us / 1000:g} ms tick, {timing.election_ticks} election ticks, "
         f"read lease {lease}"
     )
-
-
-_refusals_of: dict[int, float] = {}
-
-
-def _refusing(sender: int, why: str) -> None:
-    """We refuse a peer: say so, now and then."""
-    now = asyncio.get_running_loop().time()
-    if now - _refusals_of.get(sender, -30.0) >= 30.0:
-        _refusals_of[sender] = now
-        log.error("refusing Raft messages from member %x: %s", sender, why)
 
 
 def _decode(pb: raft_pb2.RaftMessage) -> Message:
@@ -478,7 +473,12 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             return raft_pb2.MessagePortResponse()
         mismatch = timing_problem(self.timing, request.timing) if self.timing else None
         if mismatch is not None:
-            _refusing(request.sender, mismatch)
+            _log_refusal(
+                ("of", request.sender),
+                "refusing Raft messages from member %x: %s",
+                request.sender,
+                mismatch,
+            )
             context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
             context.set_details(mismatch)
             return raft_pb2.MessagePortResponse()

@@ -7,9 +7,10 @@ interval, which the lease's bound counts on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ import pytest
 
 from shardlite.replication.observer import Observer
 from shardlite.replication.raft.driver import lease_duration
+from shardlite.replication.raft.replicator import RaftReplicator
 from shardlite.replication.raft.transport import timing_problem
 from shardlite.v1 import raft_pb2, raft_pb2_grpc
 from tests.harness import until
@@ -44,13 +46,22 @@ def test_lease_duration_stays_under_the_election_timeout() -> None:
     assert lease_duration(0.1, 10) == 0.9 * 9 * 0.1
 
 
+@contextlib.asynccontextmanager
+async def leased(path: Path) -> AsyncIterator[tuple[LocalRaft, RaftReplicator]]:
+    """A 3-member cluster with the lease on, and its leader once it holds one."""
+    cluster = await LocalRaft.open(path, read_lease=True)
+    try:
+        leader = await cluster.leader()
+        await until(leader.driver.core.has_read_lease, 2, "no heartbeat round grounded a lease")
+        yield cluster, leader
+    finally:
+        await cluster.close()
+
+
 def test_leader_reads_on_its_lease_without_a_round(tmp_path: Path) -> None:
     async def check() -> None:
-        cluster = await LocalRaft.open(tmp_path, read_lease=True)
-        try:
-            leader = await cluster.leader()
+        async with leased(tmp_path) as (cluster, leader):
             core = leader.driver.core
-            await until(core.has_read_lease, 2, "no heartbeat round grounded a lease")
             rounds = count_rounds(core)
             seen = ReadIndexes()
             leader.observer = seen
@@ -64,26 +75,19 @@ def test_leader_reads_on_its_lease_without_a_round(tmp_path: Path) -> None:
             # A follower's read is forwarded, and answered on the lease too.
             follower = next(r for r in cluster.replicators.values() if r is not leader)
             assert await asyncio.wait_for(follower.read_barrier(), 5) >= index
-        finally:
-            await cluster.close()
 
     asyncio.run(check())
 
 
 def test_a_cut_off_leader_stops_reading_on_its_lease(tmp_path: Path) -> None:
     async def check() -> None:
-        cluster = await LocalRaft.open(tmp_path, read_lease=True)
-        try:
-            leader = await cluster.leader()
+        async with leased(tmp_path) as (cluster, leader):
             core = leader.driver.core
-            await until(core.has_read_lease, 2, "no heartbeat round grounded a lease")
             followers = [n for n, r in cluster.replicators.items() if r is not leader]
             leader.partition(followers, followers)
             # On the driver's clock: 0.9 x 9 ticks after the last round acknowledged.
             await until(lambda: not core.has_read_lease(), 2, "the lease never ran out")
             assert leader.driver.lease_read_index() is None
-        finally:
-            await cluster.close()
 
     asyncio.run(check())
 
