@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from shardlite.node import envelope
 from shardlite.node.errors import InvalidArgument, StorageError, Unavailable
 from shardlite.node.frames import MAX_PROBLEM_CHARS, content_problem
 from shardlite.node.shard import REQUEST_RETENTION, is_machine_fault, sync_shards
@@ -199,14 +200,25 @@ class Applier:
                 loop.run_in_executor(self._executor, self._apply, batch, True)
             )
         self.applied_index = marked[-1][0]
-        for (_, frame), result in zip(batch, results, strict=True):
-            future = self._waiters.pop(frame.trace_id, None) if frame.trace_id else None
-            if future is not None and not future.done():
-                if result is None:
-                    future.set_exception(StorageError("frame was already applied before restart"))
-                else:
-                    future.set_result(result)
+        for (_, entry), result in zip(batch, results, strict=True):
+            if result is None:
+                for frame in envelope.inner(entry):
+                    self._wake(frame, StorageError("frame was already applied before restart"))
+            else:
+                for frame, own in zip(
+                    envelope.inner(entry), envelope.inner_results(entry, result), strict=True
+                ):
+                    self._wake(frame, own)
         self._wake_index_waiters()
+
+    def _wake(self, frame: frame_pb2.Frame, outcome: frame_pb2.FrameResult | Exception) -> None:
+        future = self._waiters.pop(frame.trace_id, None) if frame.trace_id else None
+        if future is None or future.done():
+            return
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
     def _on_the_loop(self, batch: list[tuple[int, frame_pb2.Frame]]) -> bool:
         """Whether `batch` is applied right here on the event loop: a few ops,
@@ -216,7 +228,7 @@ class Applier:
         here). Anything that may touch the disk for long -- opening or
         creating a shard, a checkpoint, a large batch -- goes to the thread.
         Where a batch is applied never changes what it decides."""
-        if sum(len(frame.ops) for _, frame in batch) > INLINE_MAX_OPS:
+        if sum(envelope.op_count(frame) for _, frame in batch) > INLINE_MAX_OPS:
             return False
         for _, frame in batch:
             shard = self.store.peek(frame.org, frame.namespace)
@@ -267,30 +279,33 @@ class Applier:
                 results[position] = result
         return results
 
-    def outcome_of(
-        self, index: int, frame: frame_pb2.Frame
-    ) -> tuple[kv_pb2.Outcome.ValueType, frame_pb2.FrameResult]:
-        """What applying `frame` (committed at `index`, applied here) did, the
-        same on every replica: INVALID recomputed from the frame itself, else
+    def outcomes_of(
+        self, index: int, entry: frame_pb2.Frame
+    ) -> list[tuple[frame_pb2.Frame, kv_pb2.Outcome.ValueType, frame_pb2.FrameResult]]:
+        """What applying each frame of `entry` (committed at `index`, applied
+        here; an envelope's frames in order, or the frame itself) did, the
+        same on every replica: INVALID recomputed from the entry itself, else
         the result its shard stored in the transaction that applied it.
         OUTCOME_UNKNOWN when no shard holds it: pruned (older than
         request_retention indices) or its shard could not be created."""
-        problem = content_problem(frame)
+        frames = envelope.inner(entry)
+        problem = content_problem(entry)
         if problem is not None:
-            return kv_pb2.INVALID, _invalid(index, problem)
+            return [(frame, kv_pb2.INVALID, _invalid(index, problem)) for frame in frames]
         try:
-            with self.store.use(frame.org, frame.namespace, create=False) as shard:
+            with self.store.use(entry.org, entry.namespace, create=False) as shard:
                 result = shard.outcome(index) if shard is not None else None
         except ShardPathError as exc:
             # What the applier recorded when it refused the frame for this.
-            return kv_pb2.INVALID, _invalid(index, f"cannot apply: {exc}")
+            refused = _invalid(index, f"cannot apply: {exc}")
+            return [(frame, kv_pb2.INVALID, refused) for frame in frames]
         if result is None:
-            return kv_pb2.OUTCOME_UNKNOWN, frame_pb2.FrameResult(index=index)
-        if result.invalid:
-            return kv_pb2.INVALID, result
-        if result.condition_failed:
-            return kv_pb2.CONDITION_FAILED, result
-        return kv_pb2.APPLIED, result
+            unknown = frame_pb2.FrameResult(index=index)
+            return [(frame, kv_pb2.OUTCOME_UNKNOWN, unknown) for frame in frames]
+        return [
+            (frame, _outcome(own), own)
+            for frame, own in zip(frames, envelope.inner_results(entry, result), strict=True)
+        ]
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -395,6 +410,14 @@ class Applier:
         if self._failed is None:
             self._write_marker(self.applied_index)
         self._executor.shutdown(wait=True)
+
+
+def _outcome(result: frame_pb2.FrameResult) -> kv_pb2.Outcome.ValueType:
+    if result.invalid:
+        return kv_pb2.INVALID
+    if result.condition_failed:
+        return kv_pb2.CONDITION_FAILED
+    return kv_pb2.APPLIED
 
 
 def _invalid(index: int, problem: str) -> frame_pb2.FrameResult:

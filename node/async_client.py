@@ -54,6 +54,7 @@ from shardlite.node.client import (
     Delete,
     Entry,
     Put,
+    StreamPosition,
     WriteResult,
     incarnation_id,
     make_error,
@@ -417,20 +418,16 @@ class AsyncClient:
         namespace: str = "",
         prefix: str = "",
     ) -> AsyncIterator[kv_pb2.SubscribeResponse]:
-        next_index = from_index
-        if next_index == 0:  # pin "now", so that a resume has no gap
-            next_index = int((await self.status()).commit_index) + 1
+        if from_index == 0:  # pin "now", so that a resume has no gap
+            from_index = int((await self.status()).commit_index) + 1
+        position = StreamPosition(from_index)
 
         def open_subscribe(node: _Endpoint) -> Any:
-            return node.stub.Subscribe(
-                kv_pb2.SubscribeRequest(
-                    from_index=next_index, orgs=orgs, namespace=namespace, prefix=prefix
-                )
-            )
+            return node.stub.Subscribe(position.request(orgs, namespace, prefix))
 
         async for reply in self._stream(open_subscribe, Route.CURRENT, None):
-            next_index = reply.index + 1
-            yield reply
+            if position.take(reply):
+                yield reply
 
     # -- calls to one node, with failover -------------------------------------
 

@@ -214,6 +214,40 @@ class Condition:
     version: int  # 0 = must not exist
 
 
+class StreamPosition:
+    """Where a Subscribe stream resumes after a break, so that no frame comes
+    twice and none is missed: the next index, or -- when the last response
+    said more frames of its index follow (an envelope: several frames of one
+    log entry) -- that index again, skipping the responses of it already
+    taken (they come again in the same order)."""
+
+    def __init__(self, from_index: int) -> None:
+        self.index = from_index
+        self._taken = 0  # responses at `index` already passed on
+        self._skip = 0  # of those, how many the current stream still repeats
+
+    def request(self, orgs: Sequence[str], namespace: str, prefix: str) -> kv_pb2.SubscribeRequest:
+        """The request that opens (or reopens) the stream here."""
+        self._skip = self._taken
+        return kv_pb2.SubscribeRequest(
+            from_index=self.index, orgs=orgs, namespace=namespace, prefix=prefix
+        )
+
+    def take(self, reply: kv_pb2.SubscribeResponse) -> bool:
+        """Whether `reply` is new (then the position moves past it)."""
+        if self._skip and reply.index == self.index:
+            self._skip -= 1
+            return False
+        self._skip = 0
+        if not reply.more_at_index:
+            self.index, self._taken = reply.index + 1, 0
+        elif reply.index == self.index:
+            self._taken += 1
+        else:
+            self.index, self._taken = reply.index, 1
+        return True
+
+
 def tls_credentials(
     ca: Path | None = None, cert: Path | None = None, key: Path | None = None
 ) -> grpc.ChannelCredentials:
@@ -637,14 +671,12 @@ class Client:
         When the node fails, the stream goes on from the next index on another
         endpoint: no frame twice, none missed. `timeout` bounds the whole
         stream (None: no bound)."""
-        next_index = from_index
-        if next_index == 0:  # "from now on": pin where now is, so a resume has no gap
-            next_index = int(self.status().commit_index) + 1
+        if from_index == 0:  # "from now on": pin where now is, so a resume has no gap
+            from_index = int(self.status().commit_index) + 1
+        position = StreamPosition(from_index)
 
         def open_subscribe(node: _Stubs) -> Iterator[kv_pb2.SubscribeResponse]:
-            request = kv_pb2.SubscribeRequest(
-                from_index=next_index, orgs=orgs, namespace=namespace, prefix=prefix
-            )
+            request = position.request(orgs, namespace, prefix)
             stream: Iterator[kv_pb2.SubscribeResponse] = iter(
                 node.kv.Subscribe(request, timeout=remaining())
             )
@@ -656,8 +688,8 @@ class Client:
             return None if ends is None else max(ends - time.monotonic(), 0.001)
 
         for reply in self._stream(open_subscribe, Route.CURRENT, None):
-            next_index = reply.index + 1
-            yield reply
+            if position.take(reply):
+                yield reply
 
     def _stream(
         self,

@@ -14,6 +14,7 @@ gate (an older node, a forged peer) is refused identically on every replica.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shardlite.node import names
@@ -36,6 +37,8 @@ STREAM_OVERHEAD_BYTES = 4096
 # Upper bound on one OpResult inside a streamed FrameResult (tag, length,
 # a 10-byte version varint, the deleted flag).
 OP_RESULT_BYTES = 16
+# Frames in one envelope (node/envelope.py): bounds one entry's apply.
+MAX_ENVELOPE_FRAMES = 1_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class Limits:
 
 def gate(frame: frame_pb2.Frame, limits: Limits) -> frame_pb2.Frame:
     """The canonical copy of `frame`, or InvalidArgument saying what to fix."""
+    if frame.batch:
+        raise InvalidArgument(
+            "write carries a batch of frames: send each write on its own (MultiWrite for many)"
+        )
     problem = content_problem(frame)
     if problem is not None:
         raise InvalidArgument(problem)
@@ -76,10 +83,54 @@ def content_problem(frame: frame_pb2.Frame) -> str | None:
 
     Deterministic: the same frame gets the same answer on every replica."""
     try:
-        _check_content(frame)
+        if frame.batch:
+            _check_envelope(frame)
+        else:
+            _check_content(frame)
     except InvalidArgument as exc:
         return str(exc)[:MAX_PROBLEM_CHARS]
     return None
+
+
+def touched(frame: frame_pb2.Frame) -> Iterator[tuple[str, ...]]:
+    """What two frames of one envelope may not share: keys (ops' and
+    conditions') and the request id."""
+    for op in frame.ops:
+        yield ("key", op.put.key if op.HasField("put") else op.delete.key)
+    for condition in frame.conditions:
+        yield ("key", condition.key)
+    if frame.request_id.client_id:
+        yield ("request", frame.request_id.client_id, str(frame.request_id.seq))
+
+
+def _check_envelope(envelope: frame_pb2.Frame) -> None:
+    """An envelope holds only its frames, 2 to MAX_ENVELOPE_FRAMES of them, all
+    valid, of its own shard, none an envelope, none sharing a key or a request
+    id with another (node/envelope.py says why)."""
+    names.check_org(envelope.org)
+    names.check_namespace(envelope.namespace)
+    if envelope.ops or envelope.conditions or envelope.request_id.client_id:
+        raise InvalidArgument("envelope carries ops, conditions or a request_id of its own")
+    if not 2 <= len(envelope.batch) <= MAX_ENVELOPE_FRAMES:
+        raise InvalidArgument(
+            f"envelope has {len(envelope.batch)} frames; it holds 2 to {MAX_ENVELOPE_FRAMES}"
+        )
+    seen: set[tuple[str, ...]] = set()
+    for n, frame in enumerate(envelope.batch):
+        if frame.batch:
+            raise InvalidArgument(f"frame {n} of the envelope is an envelope itself")
+        if (frame.org, frame.namespace) != (envelope.org, envelope.namespace):
+            raise InvalidArgument(f"frame {n} of the envelope is of another shard")
+        try:
+            _check_content(frame)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"frame {n} of the envelope: {exc}") from None
+        keys = set(touched(frame))
+        if not seen.isdisjoint(keys):
+            raise InvalidArgument(
+                f"frame {n} of the envelope shares a key or request_id with an earlier one"
+            )
+        seen |= keys
 
 
 def _check_content(frame: frame_pb2.Frame) -> None:

@@ -15,11 +15,12 @@ What a write's failure says is exact:
   is never proposed again here; the caller retries with the same request_id,
   which applies it at most once.
 
-Many writes (MultiWrite): `write_many(frames)` hands the frames to the
-replicator together (ProposeMany: one hand-off, one wait for the commit of
-the lot) and answers each on its own, with what `write` would have answered
-it; a frame refused because this node does not lead goes through `write`
-alone (forwarded).
+Many writes (MultiWrite): `write_many(frames)` packs the frames into few
+entries (node/envelope.py: frames of one shard that share no key commit as
+one entry), hands them to the replicator together (ProposeMany: one hand-off,
+one wait for the commit of the lot) and answers each frame on its own, with
+what `write` would have answered it; a frame refused because this node does
+not lead goes through `write` alone (forwarded).
 
 A read: `wait_readable(consistency)` -- ReadIndex for LINEARIZABLE (dissertation
 §6.4), nothing for SERIALIZABLE -- then the service reads the shard.
@@ -34,7 +35,7 @@ from typing import Protocol
 
 import grpc
 
-from shardlite.node import frames
+from shardlite.node import envelope, frames
 from shardlite.node.config import NodeConfig
 from shardlite.node.errors import InvalidArgument, OutcomeUnknown, StorageError, Unavailable
 from shardlite.node.lifecycle import Lifecycle
@@ -163,8 +164,8 @@ class Paths:
     async def write_many(
         self, frames: Sequence[frame_pb2.Frame]
     ) -> list[frame_pb2.FrameResult | Exception]:
-        """`write` for each of `frames` (each already through the gate, each its
-        own entry and index), with one hand-off to the replicator and one wait
+        """`write` for each of `frames` (each already through the gate; its own
+        entry, or one of an envelope's frames), with one hand-off to the replicator and one wait
         for the lot. Per frame, in order: its FrameResult, or the exception
         `write` would have raised for it alone."""
         if not frames:
@@ -218,17 +219,28 @@ class Paths:
                 self.applier.unregister(frame.trace_id)
 
     async def _propose_all(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
-        if self.proposer is not None:
-            return await self.proposer.propose_many(frames)
+        """Propose `frames` packed into as few entries as keeps each its own
+        (node/envelope.py); each frame gets its entry's outcome."""
+        groups = envelope.pack(frames, self.limits)
+        entries = [envelope.wrap([frames[p] for p in group]) for group in groups]
+        proposed = await self._propose_entries(entries)
+        # The groups are runs of consecutive positions, in order.
+        return [outcome for group, outcome in zip(groups, proposed, strict=True) for _ in group]
 
-        # A replicator without ProposeMany (test doubles): one propose per frame.
-        async def one(frame: frame_pb2.Frame) -> Accepted | Rejected:
+    async def _propose_entries(
+        self, entries: Sequence[frame_pb2.Frame]
+    ) -> list[Accepted | Rejected]:
+        if self.proposer is not None:
+            return await self.proposer.propose_many(entries)
+
+        # A replicator without ProposeMany (test doubles): one propose per entry.
+        async def one(entry: frame_pb2.Frame) -> Accepted | Rejected:
             try:
-                return await self.replicator.propose(frame)
+                return await self.replicator.propose(entry)
             except Rejected as rejected:
                 return rejected
 
-        return list(await asyncio.gather(*(one(frame) for frame in frames)))
+        return list(await asyncio.gather(*(one(entry) for entry in entries)))
 
     async def _write_each(
         self, frames: Sequence[frame_pb2.Frame]

@@ -282,30 +282,42 @@ class KVService:
         applier = self.applier
         try:
             async for batch in self.replicator.subscribe(start):
-                for index, frame in batch:
-                    if frame is None or not selected.keeps(frame):
+                for index, entry in batch:
+                    if entry is None or not selected.keeps(entry):
                         continue
                     await applier.wait_applied(index)
-                    outcome, result = applier.outcome_of(index, frame)
-                    narrowed = selected.narrow(
-                        kv_pb2.SubscribeResponse(
-                            index=index, frame=frame, outcome=outcome, result=result
-                        )
-                    )
-                    if narrowed is None:
-                        continue
-                    response = narrowed
-                    if response.ByteSize() > self.config.max_request_bytes:
-                        # Only a retry can get here (the gate sized every frame
-                        # with its own results): it carries its original's
-                        # result, which belongs to a larger frame. result.index
-                        # names that frame.
-                        del response.result.results[:]
-                    yield response
+                    responses = self._responses(index, entry, selected)
+                    for n, response in enumerate(responses, start=1):
+                        # An envelope's frames share the index: say where one
+                        # cut mid-entry must resume.
+                        response.more_at_index = n < len(responses)
+                        yield response
         except Compacted as exc:
             raise OutOfRange(str(exc)) from exc
         if self.paths.closing:
             raise Unavailable("node is shutting down; resume from the next index elsewhere")
+
+    def _responses(
+        self, index: int, entry: frame_pb2.Frame, selected: FrameFilter
+    ) -> list[kv_pb2.SubscribeResponse]:
+        """What Subscribe sends for the entry at `index`: one response per
+        frame it carries (an envelope's, in order) that the filter keeps."""
+        responses = []
+        for frame, outcome, result in self.applier.outcomes_of(index, entry):
+            if not selected.keeps(frame):
+                continue
+            response = selected.narrow(
+                kv_pb2.SubscribeResponse(index=index, frame=frame, outcome=outcome, result=result)
+            )
+            if response is None:
+                continue
+            if response.ByteSize() > self.config.max_request_bytes:
+                # Only a retry can get here (the gate sized every frame with
+                # its own results): it carries its original's result, which
+                # belongs to a larger frame. result.index names that frame.
+                del response.result.results[:]
+            responses.append(response)
+        return responses
 
     async def Status(self, request: kv_pb2.StatusRequest, context: Any) -> kv_pb2.StatusResponse:
         status = self.replicator.status()

@@ -166,6 +166,8 @@ class Shard:
     ) -> list[frame_pb2.FrameResult | None]:
         """Apply frames (ascending indices) in one transaction.
 
+        An envelope (node/envelope.py) is applied frame by frame at its index,
+        each with its own result in the envelope's FrameResult.batch.
         Returns one result per frame; None for a frame this shard already had.
         A frame that fails for its content (a deterministic SQLite error) is
         rolled back alone and its result says why (FrameResult.invalid); a
@@ -179,7 +181,14 @@ class Shard:
                 if index <= last:
                     results.append(None)
                     continue
-                result = self._apply_in_savepoint(conn, index, frame, request_retention)
+                if frame.batch:  # an envelope: each frame alone, all at this index
+                    result = frame_pb2.FrameResult(index=index)
+                    for one in frame.batch:
+                        result.batch.append(
+                            self._apply_in_savepoint(conn, index, one, request_retention)
+                        )
+                else:
+                    result = self._apply_in_savepoint(conn, index, frame, request_retention)
                 conn.execute(
                     "INSERT OR REPLACE INTO outcomes (idx, result) VALUES (?, ?)",
                     (index, result.SerializeToString(deterministic=True)),

@@ -92,7 +92,8 @@ TABLE_RATIOS = (
 DURABILITY = {
     "shardlite": _SHARDLITE_DURABILITY,
     "shardlite-client": _SHARDLITE_DURABILITY
-    + " (each op of a coalesced call is its own Raft entry, acknowledged on its own)",
+    + " (each op of a coalesced call is its own frame and version, acknowledged on its own;"
+    " ops of one namespace that share no key commit as one Raft entry, an envelope)",
     "shardlite-lease": _SHARDLITE_DURABILITY
     + "; LINEARIZABLE reads are answered on the leader lease (dissertation §6.4.1), "
     "which assumes the members' clocks run within 10% of each other",

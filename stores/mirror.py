@@ -235,27 +235,35 @@ class Mirror:
             self._publish(copy, at)
             building = None
         while not self._closed.is_set():
+            # The frames of an entry that carries several (an envelope), held
+            # until its last one: a snapshot is at an index, all of it.
+            held: list[kv_pb2.SubscribeResponse] = []
             try:
                 for reply in self._subscribe(at + 1):
                     if self._closed.is_set():
                         return
+                    held.append(reply)
+                    if reply.more_at_index:
+                        continue
                     at = reply.index
                     if building is not None:
-                        self._apply(building, reply)
+                        self._apply(building, held)
                         if at >= ready_at:
                             self._publish(building, at)
                             building = None
                     else:
                         with self._changed:
-                            self._apply(self._entries, reply)
+                            self._apply(self._entries, held)
                             self._index = at
                             self._changed.notify_all()
+                    held = []
             except ClientError as exc:
                 if exc.code != grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise  # the stream is gone: rebuild
             if building is not None:
                 return  # a1 was no frame and nothing came since: read again
-            # The window ended: reopen from the next index.
+            # The window ended: reopen from the next index (an entry cut
+            # short comes again whole).
 
     def _subscribe(self, from_index: int) -> Iterator[kv_pb2.SubscribeResponse]:
         """The committed frames from `from_index`, for one window."""
@@ -268,9 +276,13 @@ class Mirror:
             self._built = True
             self._changed.notify_all()
 
-    def _apply(self, entries: dict[str, Entry], reply: kv_pb2.SubscribeResponse) -> None:
-        """One frame's ops on `entries` (the caller holds the lock if readers
-        can see them)."""
+    def _apply(self, entries: dict[str, Entry], replies: list[kv_pb2.SubscribeResponse]) -> None:
+        """The frames of one index on `entries` (the caller holds the lock if
+        readers can see them)."""
+        for reply in replies:
+            self._apply_frame(entries, reply)
+
+    def _apply_frame(self, entries: dict[str, Entry], reply: kv_pb2.SubscribeResponse) -> None:
         frame = reply.frame
         if frame.org != self.org or frame.namespace != self.namespace:
             return

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from shardlite.node import service as service_module
+from shardlite.node.applier import Applier
 from shardlite.node.client import Client, ClientError, Delete, Put
 from shardlite.node.config import NodeConfig
 from shardlite.node.shard import scan
@@ -21,6 +22,14 @@ from shardlite.replication.noop import NoopReplicator
 from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 from tests.harness import InProcessNode, NodeProcess, free_ports, wait_until
 from tests.node.test_applier import _Pipeline, _put_frame
+
+
+def _outcome_of(
+    applier: Applier, index: int, frame: frame_pb2.Frame
+) -> tuple[kv_pb2.Outcome.ValueType, frame_pb2.FrameResult]:
+    """What applying a frame that is no envelope did."""
+    [(_, outcome, result)] = applier.outcomes_of(index, frame)
+    return outcome, result
 
 
 def _outcomes(events: list[kv_pb2.SubscribeResponse]) -> list[tuple[int, str]]:
@@ -89,7 +98,7 @@ def test_invalid_frames_are_streamed_as_invalid_the_same_on_every_replica(
             for frame in frames:
                 await pipeline.write(frame)
             return [
-                pipeline.applier.outcome_of(index, frame)
+                _outcome_of(pipeline.applier, index, frame)
                 for index, frame in enumerate(frames, start=1)
             ]
         finally:
@@ -261,14 +270,14 @@ def test_outcomes_travel_with_a_snapshot_of_the_shards(tmp_path: Path) -> None:
             for frame in frames:
                 await pipeline.write(frame)
             pipeline.store.copy_to(tmp_path / "installed" / "shards")
-            return [pipeline.applier.outcome_of(i, f) for i, f in enumerate(frames, start=1)]
+            return [_outcome_of(pipeline.applier, i, f) for i, f in enumerate(frames, start=1)]
         finally:
             await pipeline.close()
 
     async def installed() -> list[tuple[kv_pb2.Outcome.ValueType, frame_pb2.FrameResult]]:
         pipeline = _Pipeline(tmp_path / "installed")
         try:
-            return [pipeline.applier.outcome_of(i, f) for i, f in enumerate(frames, start=1)]
+            return [_outcome_of(pipeline.applier, i, f) for i, f in enumerate(frames, start=1)]
         finally:
             await pipeline.close()
 

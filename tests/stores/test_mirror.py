@@ -8,9 +8,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 
+import grpc
 import pytest
 
-from shardlite.node.client import Client, Condition, ConditionFailedError, Delete, Put
+from shardlite.node.client import Client, ClientError, Condition, ConditionFailedError, Delete, Put
 from shardlite.stores import Mirror, MirrorTimeoutError, StoreClosedError
 from shardlite.v1 import kv_pb2
 from tests.harness import NodeProcess, wait_until
@@ -210,3 +211,57 @@ def test_a_mirror_follows_one_node() -> None:
         pytest.raises(ValueError, match="follows one node"),
     ):
         Mirror(several)
+
+
+class _ScriptedNode:
+    """A Client stand-in whose Subscribe streams follow a script: an envelope
+    of two frames at index 1, the first stream cut (its window ends) between
+    them."""
+
+    endpoints = ("scripted:1",)
+
+    def __init__(self) -> None:
+        self.cut = threading.Event()  # the test saw the mirror mid-entry
+        self.opened: list[int] = []
+
+    def status(self) -> kv_pb2.StatusResponse:
+        return kv_pb2.StatusResponse(applied_index=0, commit_index=0)
+
+    def list(self, **_: object) -> list[object]:
+        return []
+
+    def events(self, from_index: int, timeout: float) -> Iterator[kv_pb2.SubscribeResponse]:
+        self.opened.append(from_index)
+        frames = [_reply("a", more=True), _reply("b", more=False)]
+        if len(self.opened) == 1:
+            yield frames[0]
+            self.cut.wait(timeout=10)
+            raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED, "window ended")
+        if from_index <= 1:
+            yield from frames
+        threading.Event().wait(timeout)  # a quiet window, then it ends
+
+
+def _reply(key: str, more: bool) -> kv_pb2.SubscribeResponse:
+    reply = kv_pb2.SubscribeResponse(index=1, outcome=kv_pb2.APPLIED, more_at_index=more)
+    reply.frame.namespace = "ns"
+    reply.frame.ops.add().put.key = key
+    reply.result.index = 1
+    return reply
+
+
+def test_an_entry_of_several_frames_is_published_whole_even_across_a_cut() -> None:
+    node = _ScriptedNode()
+    mirror = Mirror(node, namespace="ns", window_seconds=0.2)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: len(node.opened) == 1, 5, "the first stream to open")
+        # The first frame of index 1 arrived; the copy stays at 0, without it.
+        with pytest.raises(MirrorTimeoutError):
+            mirror.wait(1, timeout=0.3)
+        assert mirror.keys() == []
+        node.cut.set()
+        snapshot = mirror.wait(1, timeout=5)
+        assert sorted(snapshot.entries) == ["a", "b"]
+        assert node.opened[1] == 1  # resumed at the entry cut short
+    finally:
+        mirror.close()

@@ -144,6 +144,13 @@ Global___RequestId: _TypeAlias = RequestId  # noqa: Y015
 class Frame(_message.Message):
     """One atomic write to one shard: all conditions hold and every op applies, or
     nothing does.
+
+    Or an envelope: a frame whose only content is `batch`, many independent
+    frames of the envelope's shard committed as one log entry (the leader packs
+    a MultiWrite's frames so). Each inner frame applies or fails alone, with its
+    own result, at the entry's index; no key and no request_id appears in two of
+    them, so a key's version still names one value. Only a leader makes
+    envelopes: a write that arrives as one is refused.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -154,6 +161,7 @@ class Frame(_message.Message):
     CONDITIONS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     namespace: _builtins.str
     trace_id: _builtins.bytes
@@ -164,6 +172,10 @@ class Frame(_message.Message):
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]: ...
     @_builtins.property
     def request_id(self) -> Global___RequestId: ...
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___Frame]:
+        """An envelope's frames, in the order they apply (never nested)."""
+
     def __init__(
         self,
         *,
@@ -173,10 +185,11 @@ class Frame(_message.Message):
         conditions: _abc.Iterable[Global___Condition] | None = ...,
         request_id: Global___RequestId | None = ...,
         trace_id: _builtins.bytes = ...,
+        batch: _abc.Iterable[Global___Frame] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conditions", b"conditions", "namespace", b"namespace", "ops", b"ops", "org", b"org", "request_id", b"request_id", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "conditions", b"conditions", "namespace", b"namespace", "ops", b"ops", "org", b"org", "request_id", b"request_id", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -219,6 +232,7 @@ class FrameResult(_message.Message):
     FAILED_EXPECTED_FIELD_NUMBER: _builtins.int
     FAILED_ACTUAL_FIELD_NUMBER: _builtins.int
     INVALID_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Index of the frame that applied these ops (for a retry: the original)."""
     condition_failed: _builtins.bool
@@ -233,6 +247,12 @@ class FrameResult(_message.Message):
     """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpResult]: ...
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___FrameResult]:
+        """An envelope's: one result per inner frame, in order (unset when the
+        envelope as a whole is invalid: then every inner frame is).
+        """
+
     def __init__(
         self,
         *,
@@ -243,10 +263,11 @@ class FrameResult(_message.Message):
         failed_expected: _builtins.int = ...,
         failed_actual: _builtins.int = ...,
         invalid: _builtins.str = ...,
+        batch: _abc.Iterable[Global___FrameResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition_failed", b"condition_failed", "failed_actual", b"failed_actual", "failed_expected", b"failed_expected", "failed_key", b"failed_key", "index", b"index", "invalid", b"invalid", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "condition_failed", b"condition_failed", "failed_actual", b"failed_actual", "failed_expected", b"failed_expected", "failed_key", b"failed_key", "index", b"index", "invalid", b"invalid", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -423,7 +423,8 @@ class SubscribeRequest(_message.Message):
     PREFIX_FIELD_NUMBER: _builtins.int
     from_index: _builtins.int
     """First index to stream; 0 = only frames committed from now on. To resume,
-    send the last index received + 1.
+    send the last index received + 1 (or that index itself when its response
+    said more_at_index).
     """
     namespace: _builtins.str
     """Only frames of this namespace; "" = every namespace."""
@@ -463,8 +464,15 @@ class SubscribeResponse(_message.Message):
     FRAME_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    MORE_AT_INDEX_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     outcome: Global___Outcome.ValueType
+    more_at_index: _builtins.bool
+    """More frames of this same index follow (one log entry can carry several:
+    a MultiWrite's). A stream cut after such a response resumes from this
+    index, not the next, and skips the responses of it already received (they
+    come again in the same order).
+    """
     @_builtins.property
     def frame(self) -> _frame_pb2.Frame: ...
     @_builtins.property
@@ -476,10 +484,11 @@ class SubscribeResponse(_message.Message):
         frame: _frame_pb2.Frame | None = ...,
         outcome: Global___Outcome.ValueType = ...,
         result: _frame_pb2.FrameResult | None = ...,
+        more_at_index: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "index", b"index", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frame", b"frame", "index", b"index", "more_at_index", b"more_at_index", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -595,8 +604,10 @@ Global___WriteRequest: _TypeAlias = WriteRequest  # noqa: Y015
 
 @_typing.final
 class MultiWriteRequest(_message.Message):
-    """Many independent writes: each is its own frame (its own request_id, index and
-    versions) and succeeds or fails alone; none waits for another's condition.
+    """Many independent writes: each is its own frame (its own request_id, result
+    and versions) and succeeds or fails alone; none waits for another's
+    condition. Writes to one namespace that touch no common key may commit as
+    one log entry and so share an index (never a key's version).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
