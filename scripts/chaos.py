@@ -59,7 +59,7 @@ from shardlite.node.client import (
     Delete,
     Put,
 )
-from shardlite.v1 import frame_pb2, raft_pb2, raft_pb2_grpc
+from shardlite.v1 import frame_pb2, kv_pb2, raft_pb2, raft_pb2_grpc
 
 SCENARIO_DIR = Path(__file__).parent / "chaos_scenarios"
 NAMESPACE = "chaos"
@@ -156,6 +156,9 @@ class RecordingClient(Client):
         rid = super()._request_id()
         self.last_request_id = f"{rid.client_id}/{rid.seq}"
         return rid
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def _rid(frame: frame_pb2.Frame) -> str:
@@ -700,6 +703,9 @@ class ChaosRun:
 
             def call() -> Any:
                 return client.get(key)
+        elif roll < 0.57:
+            self.multi_op(rng, client, node, process, value, keys, seen)
+            return
         elif roll < 0.65:
             op.writes = (Write(key, value),)
 
@@ -768,6 +774,64 @@ class ChaosRun:
         if op.f == "read" and op.status == INFO:
             op.complete = self.now()  # a failed read has no effect; keep its time
         self.record(op)
+
+    def multi_op(
+        self,
+        rng: random.Random,
+        client: RecordingClient,
+        node: str,
+        process: int,
+        value: str,
+        keys: list[str],
+        seen: dict[str, int],
+    ) -> None:
+        """A MultiWrite of 2-3 puts on distinct keys, some conditional: on the
+        leader one envelope (one Raft entry, node/envelope.py), each put its
+        own operation in the history, with its own request id and outcome."""
+        chosen = rng.sample(keys, min(len(keys), rng.randint(2, 3)))
+        ops: list[Op] = []
+        requests = []
+        for i, key in enumerate(chosen):
+            op = Op(0, process, "write", self.now(), node=node)
+            op.writes = (Write(key, f"{value}.m{i}"),)
+            put = kv_pb2.PutRequest(namespace=NAMESPACE, key=key, value=f"{value}.m{i}".encode())
+            if rng.random() < 0.3:
+                expected = seen.get(key, 0)
+                op.conditions = ((key, expected),)
+                put.expected_version = expected
+            rid = client._request_id()
+            put.request_id.CopyFrom(rid)
+            op.request_id = f"{rid.client_id}/{rid.seq}"
+            ops.append(op)
+            requests.append(kv_pb2.WriteRequest(put=put))
+        invoke = self.now()
+        try:
+            reply = client._call(
+                lambda n: n.kv.MultiWrite, kv_pb2.MultiWriteRequest(writes=requests), retry=True
+            )
+        except ClientError as exc:
+            failed: str | None = exc.code.name
+        except Exception as exc:  # a transport error the client did not map
+            failed = type(exc).__name__
+        else:
+            failed = None
+        complete = self.now()
+        for n, op in enumerate(ops):
+            op.invoke = invoke
+            if failed is not None:
+                op.status, op.error = INFO, failed
+                self.record(op)
+                continue
+            result = reply.results[n]
+            if result.WhichOneof("result") == "put":
+                op.complete, op.status, op.index = complete, OK, result.put.index
+                op.deleted = (None,)
+                seen[op.writes[0].key] = op.index
+            elif result.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]:
+                op.complete, op.status, op.error = complete, FAIL, result.error.message[:120]
+            else:
+                op.status, op.error = INFO, _CODE_NAMES.get(result.error.code, "?")
+            self.record(op)
 
     # -- after the faults -----------------------------------------------------------
 
