@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,7 +376,8 @@ class Result:
             f"{self.status} ({self.seconds:.1f}s)",
             f"ops: {c.get('total', 0)} total, {c.get('ok', 0)} ok, {c.get('fail', 0)} failed "
             f"CAS, {c.get('info', 0)} indeterminate; writes {c.get('writes', 0)} "
-            f"(acknowledged {c.get('writes_ok', 0)}), reads {c.get('reads', 0)} "
+            f"(acknowledged {c.get('writes_ok', 0)}, {c.get('shared_index', 0)} of them sharing "
+            f"an entry), reads {c.get('reads', 0)} "
             f"(ok {c.get('reads_ok', 0)})",
         ]
         if self.resolved:
@@ -991,6 +993,10 @@ class ChaosRun:
             c[status] = sum(op.status == status for op in history)
         c["writes"] = sum(op.f == "write" for op in history)
         c["writes_ok"] = sum(op.f == "write" and op.status == OK for op in history)
+        # Acknowledged writes that share their index with another: the puts of
+        # a MultiWrite committed as one envelope (one Raft entry).
+        at = Counter(op.index for op in history if op.f == "write" and op.status == OK)
+        c["shared_index"] = sum(n for n in at.values() if n > 1)
         c["reads"] = sum(op.f == "read" for op in history)
         c["reads_ok"] = sum(op.f == "read" and op.status == OK for op in history)
 
