@@ -165,9 +165,9 @@ class Paths:
         self, frames: Sequence[frame_pb2.Frame]
     ) -> list[frame_pb2.FrameResult | Exception]:
         """`write` for each of `frames` (each already through the gate; its own
-        entry, or one of an envelope's frames), with one hand-off to the replicator and one wait
-        for the lot. Per frame, in order: its FrameResult, or the exception
-        `write` would have raised for it alone."""
+        entry, or one of an envelope's frames), with one hand-off to the
+        replicator and one wait for the lot. Per frame, in order: its
+        FrameResult, or the exception `write` would have raised for it alone."""
         if not frames:
             return []
         try:
