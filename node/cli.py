@@ -251,6 +251,12 @@ def _node_parser(sub: Any) -> None:
         "each (every member needs the same --raft-tick-ms and --election-ticks)",
     )
     p.add_argument(
+        "--no-envelopes",
+        action="store_true",
+        help="as leader, commit each write of a MultiWrite as its own Raft entry, as "
+        "versions before envelopes do (for a rolling upgrade from one: docs/operations.md)",
+    )
+    p.add_argument(
         "--leader-wait",
         type=float,
         default=defaults.leader_wait,
@@ -331,6 +337,7 @@ def _run_node(args: argparse.Namespace) -> int:
         raft_tick_ms=args.raft_tick_ms,
         election_ticks=args.election_ticks,
         read_lease=args.read_lease,
+        envelopes=not args.no_envelopes,
         leader_wait=args.leader_wait,
         propose_timeout=args.propose_timeout,
         snapshot_entries=args.snapshot_entries,

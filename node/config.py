@@ -78,6 +78,9 @@ class NodeConfig:
     # round per read, but safe only while every member runs the same tick and
     # election timeout and no clock runs 10% slower than another's.
     read_lease: bool = False
+    # As leader, pack a MultiWrite's frames into envelopes (node/envelope.py).
+    # Off only while members of a version without them remain (an upgrade).
+    envelopes: bool = True
     # A write waits this long for a leader (during an election) before UNAVAILABLE.
     leader_wait: float = 5.0
     # A proposal or a read index not done in this time fails (outcome unknown).

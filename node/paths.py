@@ -221,7 +221,10 @@ class Paths:
     async def _propose_all(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
         """Propose `frames` packed into as few entries as keeps each its own
         (node/envelope.py); each frame gets its entry's outcome."""
-        groups = envelope.pack(frames, self.limits)
+        if self.config.envelopes:
+            groups = envelope.pack(frames, self.limits)
+        else:  # members of a version without envelopes remain (docs/operations.md)
+            groups = [[position] for position in range(len(frames))]
         entries = [envelope.wrap([frames[p] for p in group]) for group in groups]
         proposed = await self._propose_entries(entries)
         # The groups are runs of consecutive positions, in order.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +18,7 @@ from shardlite.node.async_client import AsyncClient
 from shardlite.node.client import StreamPosition
 from shardlite.node.errors import InvalidArgument
 from shardlite.node.shard import Shard, dump
-from shardlite.v1 import frame_pb2, kv_pb2
+from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 from tests.harness import NodeProcess
 from tests.node.test_applier import _Pipeline
 
@@ -328,3 +330,22 @@ def test_subscribe_streams_an_envelope_frame_by_frame_and_resumes_inside_it(
             for reply in whole[:cut]:
                 assert position.take(reply)
             assert whole[:cut] + stream(position, len(whole) - cut) == whole
+
+
+def test_no_envelopes_commits_each_write_of_a_multiwrite_alone(
+    start_node: Callable[..., NodeProcess],
+) -> None:
+    """--no-envelopes (a rolling upgrade from a version without them): the
+    writes of one MultiWrite that could share an entry each get their own."""
+    node = start_node("--no-envelopes")
+    writes = [
+        kv_pb2.WriteRequest(put=kv_pb2.PutRequest(namespace="alone", key=f"k{i}", value=b"v"))
+        for i in range(20)
+    ]
+    with grpc.insecure_channel(node.endpoint) as channel:
+        reply = kv_pb2_grpc.KVStub(channel).MultiWrite(
+            kv_pb2.MultiWriteRequest(writes=writes), timeout=30
+        )
+    indices = [r.put.index for r in reply.results]
+    assert all(indices)
+    assert len(set(indices)) == 20
