@@ -158,6 +158,17 @@ class RecordingClient(Client):
         self.last_request_id = f"{rid.client_id}/{rid.seq}"
         return rid
 
+    def multi_write(self, puts: Sequence[kv_pb2.PutRequest]) -> kv_pb2.MultiWriteResponse:
+        """One MultiWrite of `puts`, each given its own request id (read back
+        from the request); retried on UNAVAILABLE like any write."""
+        for put in puts:
+            put.request_id.CopyFrom(self._request_id())
+        request = kv_pb2.MultiWriteRequest(writes=[kv_pb2.WriteRequest(put=p) for p in puts])
+        reply: kv_pb2.MultiWriteResponse = self._call(
+            lambda n: n.kv.MultiWrite, request, retry=True
+        )
+        return reply
+
 
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -792,7 +803,7 @@ class ChaosRun:
         own operation in the history, with its own request id and outcome."""
         chosen = rng.sample(keys, min(len(keys), rng.randint(2, 3)))
         ops: list[Op] = []
-        requests = []
+        puts = []
         for i, key in enumerate(chosen):
             op = Op(0, process, "write", self.now(), node=node)
             op.writes = (Write(key, f"{value}.m{i}"),)
@@ -801,16 +812,11 @@ class ChaosRun:
                 expected = seen.get(key, 0)
                 op.conditions = ((key, expected),)
                 put.expected_version = expected
-            rid = client._request_id()
-            put.request_id.CopyFrom(rid)
-            op.request_id = f"{rid.client_id}/{rid.seq}"
             ops.append(op)
-            requests.append(kv_pb2.WriteRequest(put=put))
+            puts.append(put)
         invoke = self.now()
         try:
-            reply = client._call(
-                lambda n: n.kv.MultiWrite, kv_pb2.MultiWriteRequest(writes=requests), retry=True
-            )
+            reply = client.multi_write(puts)
         except ClientError as exc:
             failed: str | None = exc.code.name
         except Exception as exc:  # a transport error the client did not map
@@ -818,8 +824,9 @@ class ChaosRun:
         else:
             failed = None
         complete = self.now()
-        for n, op in enumerate(ops):
+        for n, (op, put) in enumerate(zip(ops, puts, strict=True)):
             op.invoke = invoke
+            op.request_id = f"{put.request_id.client_id}/{put.request_id.seq}"
             if failed is not None:
                 op.status, op.error = INFO, failed
                 self.record(op)

@@ -222,6 +222,7 @@ class _ScriptedNode:
 
     def __init__(self) -> None:
         self.cut = threading.Event()  # the test saw the mirror mid-entry
+        self.done = threading.Event()  # the test is over: quiet windows end at once
         self.opened: list[int] = []
 
     def status(self) -> kv_pb2.StatusResponse:
@@ -239,7 +240,7 @@ class _ScriptedNode:
             raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED, "window ended")
         if from_index <= 1:
             yield from frames
-        threading.Event().wait(timeout)  # a quiet window, then it ends
+        self.done.wait(timeout)  # a quiet window: nothing until it ends
 
 
 def _reply(key: str, more: bool) -> kv_pb2.SubscribeResponse:
@@ -264,4 +265,5 @@ def test_an_entry_of_several_frames_is_published_whole_even_across_a_cut() -> No
         assert sorted(snapshot.entries) == ["a", "b"]
         assert node.opened[1] == 1  # resumed at the entry cut short
     finally:
+        node.done.set()
         mirror.close()
