@@ -254,7 +254,8 @@ def _node_parser(sub: Any) -> None:
         "--no-envelopes",
         action="store_true",
         help="as leader, commit each write of a MultiWrite as its own Raft entry, as "
-        "versions before envelopes do (for a rolling upgrade from one: docs/operations.md)",
+        "versions before envelopes do (a leader does so on its own while a member does "
+        "not announce envelopes: docs/operations.md, Upgrade)",
     )
     p.add_argument(
         "--leader-wait",

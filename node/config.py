@@ -79,7 +79,7 @@ class NodeConfig:
     # election timeout and no clock runs 10% slower than another's.
     read_lease: bool = False
     # As leader, pack a MultiWrite's frames into envelopes (node/envelope.py).
-    # Off only while members of a version without them remain (an upgrade).
+    # Also only while every member announces them (node/paths.py): off forces none.
     envelopes: bool = True
     # A write waits this long for a leader (during an election) before UNAVAILABLE.
     leader_wait: float = 5.0

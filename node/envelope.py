@@ -15,6 +15,9 @@ What keeps that sound (frame.proto, Frame.batch):
 - Envelopes are never nested, and only a leader makes them (the gate refuses
   one from outside; `frames.content_problem` refuses a malformed one on every
   replica alike).
+- A leader makes them only while every member announced FEATURE (node/paths.py):
+  a member of a version without envelopes would refuse them as frames without
+  ops, and its shards would part from the others'.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from shardlite.node.frames import (
     touched,
 )
 from shardlite.v1 import frame_pb2
+
+# What a member announces to its peers when it can apply envelopes
+# (raft.proto MessagePortRequest.features).
+FEATURE = "envelopes"
 
 # Beyond its frames' own bytes, what each adds to an envelope (its tag and
 # length) and to the envelope's stored result (its FrameResult's framing).

@@ -43,6 +43,7 @@ from shardlite.node.peers import PeerChannels
 from shardlite.replication.replicator import (
     Accepted,
     Leadership,
+    MemberFeatures,
     ProposeMany,
     Rejected,
     RejectReason,
@@ -101,6 +102,8 @@ class Paths:
         self.channels = channels
         self.leadership = replicator if isinstance(replicator, Leadership) else None
         self.proposer = replicator if isinstance(replicator, ProposeMany) else None
+        self.features = replicator if isinstance(replicator, MemberFeatures) else None
+        self._packing: bool | None = None  # what the last MultiWrite did (for the log)
         self.peer_address = config.peer_address
         self.limits = frames.Limits(config.max_value_bytes, config.max_request_bytes)
 
@@ -221,14 +224,33 @@ class Paths:
     async def _propose_all(self, frames: Sequence[frame_pb2.Frame]) -> list[Accepted | Rejected]:
         """Propose `frames` packed into as few entries as keeps each its own
         (node/envelope.py); each frame gets its entry's outcome."""
-        if self.config.envelopes:
+        if self._may_pack():
             groups = envelope.pack(frames, self.limits)
-        else:  # members of a version without envelopes remain (docs/operations.md)
+        else:
             groups = [[position] for position in range(len(frames))]
         entries = [envelope.wrap([frames[p] for p in group]) for group in groups]
         proposed = await self._propose_entries(entries)
         # The groups are runs of consecutive positions, in order.
         return [outcome for group, outcome in zip(groups, proposed, strict=True) for _ in group]
+
+    def _may_pack(self) -> bool:
+        """Envelopes are on (--no-envelopes turns them off) and every member
+        can apply them: a member of an older version, or one not heard from
+        yet, holds them back (docs/operations.md, "Upgrade")."""
+        if not self.config.envelopes:
+            return False
+        packing = self.features is None or self.features.every_member_understands(envelope.FEATURE)
+        if packing != self._packing:
+            if self._packing is not None or not packing:
+                log.info(
+                    "MultiWrite frames %s",
+                    "packed into envelopes again: every member announces them"
+                    if packing
+                    else "each in its own entry: a member does not announce envelopes yet "
+                    "(an older version, or not connected)",
+                )
+            self._packing = packing
+        return packing
 
     async def _propose_entries(
         self, entries: Sequence[frame_pb2.Frame]

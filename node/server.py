@@ -17,7 +17,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from shardlite.node import auth, logs, reflection, rpc, stack_dump
+from shardlite.node import auth, envelope, logs, reflection, rpc, stack_dump
 from shardlite.node.admission import Admission
 from shardlite.node.applier import Applier, read_applied_marker
 from shardlite.node.backup import (
@@ -107,6 +107,7 @@ def build_replicator(
                 catchup_entries=config.snapshot_catchup_entries,
                 restore_index=restored_index,
                 restore_dir=restore_dir,
+                features=frozenset({envelope.FEATURE}),
                 **_pending_bound("max_pending_proposals", config),
             ),
             state_machine,

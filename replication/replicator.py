@@ -168,6 +168,16 @@ class ProposeMany(Protocol):
         ...
 
 
+@runtime_checkable
+class MemberFeatures(Protocol):
+    """A replicator whose members may run different versions (a rolling
+    upgrade): what each can apply is known before the leader relies on it."""
+
+    def every_member_understands(self, feature: str) -> bool:
+        """True once every other member announced `feature`."""
+        ...
+
+
 class MemberView(Protocol):
     """One member as the replicator sees it."""
 

@@ -78,6 +78,8 @@ _WAIT_FOR_COMMIT = {DropReason.CONF_CHANGE_PENDING, DropReason.NOT_READY}
 
 
 PROMOTE_LAG = 10  # a learner this close to the commit index is caught up
+# Peers' introductions kept beyond the members' own (node joining, not yet added).
+MAX_INTRODUCTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class RaftSettings:
     # A new cluster started from a backup: its index, and its directory.
     restore_index: int = 0
     restore_dir: Path | None = None
+    # What this member's code can apply beyond the first version of the log's
+    # contents, told to every peer (raft.proto MessagePortRequest.features).
+    features: frozenset[str] = frozenset()
 
 
 class RaftReplicator:
@@ -202,8 +207,10 @@ class RaftReplicator:
             sender=self.id,
             client_address=settings.client_address or settings.address,
             timing=self.timing,
+            features=sorted(settings.features),
         )
-        self._client_addresses: dict[int, str] = {}
+        # What each member that streams to us told us in its introduction.
+        self._introductions: dict[int, raft_pb2.MessagePortRequest] = {}
         self.driver.start()
         self._promoter = asyncio.get_running_loop().create_task(
             self._promote_learners(), name="raft-promote-learners"
@@ -514,13 +521,31 @@ class RaftReplicator:
         """Where member `nid` serves clients, as it told us ("" if unknown)."""
         if nid == self.id:
             return self.settings.client_address or self.settings.address
-        return self._client_addresses.get(nid, "") if nid else ""
+        introduction = self._introductions.get(nid) if nid else None
+        return introduction.client_address if introduction is not None else ""
 
-    def _introduced(self, sender: int, client_address: str) -> None:
-        """A member asked for our message port and said where it serves
-        clients; kept for members only, so strangers cannot grow the map."""
-        if sender in self.driver.core.status().conf_state.members():
-            self._client_addresses[sender] = client_address
+    def every_member_understands(self, feature: str) -> bool:
+        """True once every other member (voter or learner) introduced itself
+        with `feature`; a member not heard from yet counts as one without it."""
+        for nid in self.driver.core.conf.members():
+            if nid != self.id:
+                introduction = self._introductions.get(nid)
+                if introduction is None or feature not in introduction.features:
+                    return False
+        return True
+
+    def _introduced(self, introduction: raft_pb2.MessagePortRequest) -> None:
+        """A peer that passed the cluster-id check asked for our message port
+        and said who it is: where it serves clients, what it can apply. Its
+        latest introduction counts (a restarted member may run another
+        version). Kept also for a node not yet in the configuration (one that
+        joins may connect before it is added); past MAX_INTRODUCTIONS only
+        members' stay, so strangers cannot grow the map."""
+        self._introductions[introduction.sender] = introduction
+        if len(self._introductions) > MAX_INTRODUCTIONS:
+            members = self.driver.core.conf.members()
+            for nid in [n for n in self._introductions if n not in members]:
+                del self._introductions[nid]
 
     def status(self) -> ReplicatorStatus:
         st = self.driver.core.status()

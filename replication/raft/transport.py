@@ -22,7 +22,7 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ MAX_FRAME_BYTES = 256 << 20  # as the gRPC channels' message limit
 MAX_HELLO_BYTES = 64 << 10  # before the sender is admitted
 HANDSHAKE_TIMEOUT = 5.0  # to connect, to say hello, to be welcomed
 MAX_MESSAGE_STREAMS = 64  # incoming TCP message streams served at once
+# A peer's announced features (MessagePortRequest.features): a few short names.
+MAX_FEATURES = 32
+MAX_FEATURE_CHARS = 64
 
 
 def channel_options(keepalive_ms: int = KEEPALIVE_MS) -> list[tuple[str, int]]:
@@ -140,6 +143,17 @@ def timing_problem(ours: raft_pb2.RaftTiming, theirs: raft_pb2.RaftTiming) -> st
         f"{_describe(ours)}, the peer {_describe(theirs)} (--raft-tick-ms, "
         "--election-ticks, --read-lease)"
     )
+
+
+def features_problem(features: Sequence[str]) -> str | None:
+    """Why a peer's announced features cannot be kept, or None: at most
+    MAX_FEATURES names of at most MAX_FEATURE_CHARS characters each."""
+    if len(features) > MAX_FEATURES:
+        return f"{len(features)} announced; at most {MAX_FEATURES}"
+    for name in features:
+        if len(name) > MAX_FEATURE_CHARS:
+            return f"a name of {len(name)} characters; at most {MAX_FEATURE_CHARS}"
+    return None
 
 
 def _describe(timing: raft_pb2.RaftTiming) -> str:
@@ -422,7 +436,7 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
         cluster: ClusterId | None = None,
         message_host: str = "",
         message_port: int = 0,
-        on_introduced: Callable[[int, str], None] | None = None,
+        on_introduced: Callable[[raft_pb2.MessagePortRequest], None] | None = None,
         tls: TlsFiles | None = None,
         timing: raft_pb2.RaftTiming | None = None,
     ) -> None:
@@ -471,6 +485,11 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             context.set_details(f"client_address: {problem}")
             return raft_pb2.MessagePortResponse()
+        problem = features_problem(request.features)
+        if problem is not None:
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            context.set_details(f"features: {problem}")
+            return raft_pb2.MessagePortResponse()
         mismatch = timing_problem(self.timing, request.timing) if self.timing else None
         if mismatch is not None:
             _log_refusal(
@@ -482,8 +501,8 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
             context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
             context.set_details(mismatch)
             return raft_pb2.MessagePortResponse()
-        if self.on_introduced is not None and request.sender and request.client_address:
-            self.on_introduced(request.sender, request.client_address)
+        if self.on_introduced is not None and request.sender:
+            self.on_introduced(request)
         return raft_pb2.MessagePortResponse(port=await self.message_port())
 
     async def message_port(self) -> int:

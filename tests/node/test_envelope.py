@@ -14,10 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardlite.node import envelope, frames
+from shardlite.node.applier import Applier
 from shardlite.node.async_client import AsyncClient
 from shardlite.node.client import StreamPosition
+from shardlite.node.config import NodeConfig
 from shardlite.node.errors import InvalidArgument
+from shardlite.node.lifecycle import Lifecycle
+from shardlite.node.paths import Paths
+from shardlite.node.peers import PeerChannels
 from shardlite.node.shard import Shard, dump
+from shardlite.node.shards import ShardStore
+from shardlite.replication.noop import NoopReplicator
 from shardlite.v1 import frame_pb2, kv_pb2, kv_pb2_grpc
 from tests.harness import NodeProcess
 from tests.node.test_applier import _Pipeline
@@ -349,3 +356,46 @@ def test_no_envelopes_commits_each_write_of_a_multiwrite_alone(
     indices = [r.put.index for r in reply.results]
     assert all(indices)
     assert len(set(indices)) == 20
+
+
+class _MixedVersions(NoopReplicator):
+    """A replicator whose other members may not all announce envelopes."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        super().__init__(name, directory)
+        self.all_announce = False
+
+    def every_member_understands(self, feature: str) -> bool:
+        return self.all_announce and feature == envelope.FEATURE
+
+
+def test_a_member_that_does_not_announce_envelopes_holds_them_back(tmp_path: Path) -> None:
+    """While a member has not announced envelopes (an older version), the
+    writes of a MultiWrite each get their own entry; once every member has,
+    they share entries again."""
+
+    async def run() -> None:
+        replicator = _MixedVersions("n1", tmp_path / "log")
+        store = ShardStore(tmp_path)
+        applier = Applier(store, replicator, tmp_path)
+        applier.start()
+        paths = Paths(
+            NodeConfig(data_dir=tmp_path), replicator, applier, Lifecycle(), PeerChannels()
+        )
+
+        async def indices(round_: int) -> list[int]:
+            gated = [frames.gate(_put(f"r{round_}-{i}"), LIMITS) for i in range(10)]
+            outcomes = await paths.write_many(gated)
+            assert all(isinstance(o, frame_pb2.FrameResult) for o in outcomes), outcomes
+            return [o.index for o in outcomes if isinstance(o, frame_pb2.FrameResult)]
+
+        try:
+            assert len(set(await indices(1))) == 10
+            replicator.all_announce = True
+            assert len(set(await indices(2))) == 1
+        finally:
+            await replicator.close()
+            await applier.close()
+            store.close_all()
+
+    asyncio.run(run())

@@ -56,8 +56,10 @@ class LocalRaft:
         max_frame_bytes: int = 64 << 10,
         message_hosts: dict[str, str] | None = None,
         read_lease: bool = False,
+        features: dict[str, frozenset[str]] | None = None,
     ) -> LocalRaft:
-        """`message_hosts`: a member's RaftSettings.message_host ("" = no TCP stream)."""
+        """`message_hosts`: a member's RaftSettings.message_host ("" = no TCP
+        stream); `features`: what a member announces (none if not named)."""
         peers = cls._peers(path)
         cluster = cls()
         for name in NAMES:
@@ -71,6 +73,7 @@ class LocalRaft:
                     read_lease=read_lease,
                     max_frame_bytes=max_frame_bytes,
                     message_host=(message_hosts or {}).get(name),
+                    features=(features or {}).get(name, frozenset()),
                     snapshot_entries=50,
                     catchup_entries=10,
                 ),

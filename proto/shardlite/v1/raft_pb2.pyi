@@ -188,6 +188,7 @@ class MessagePortRequest(_message.Message):
     SENDER_FIELD_NUMBER: _builtins.int
     CLIENT_ADDRESS_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     sender: _builtins.int
     client_address: _builtins.str
     @_builtins.property
@@ -198,16 +199,25 @@ class MessagePortRequest(_message.Message):
         same election timeout (docs/operations.md, --read-lease).
         """
 
+    @_builtins.property
+    def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the sender's code can apply beyond the first version of the log's
+        contents, e.g. "envelopes" (several frames in one entry, frame.proto). A
+        leader uses such a thing only once every member announced it, so a
+        member of an older version never meets an entry it cannot apply.
+        """
+
     def __init__(
         self,
         *,
         sender: _builtins.int = ...,
         client_address: _builtins.str = ...,
         timing: Global___RaftTiming | None = ...,
+        features: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["timing", b"timing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_address", b"client_address", "sender", b"sender", "timing", b"timing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_address", b"client_address", "features", b"features", "sender", b"sender", "timing", b"timing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
