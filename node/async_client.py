@@ -13,7 +13,8 @@ retried after UNAVAILABLE keeps it, so it is applied at most once.
 Coalescing, like group commit: each call is queued in a lane (writes; gets by
 consistency). A lane sends whatever is queued as ONE MultiWrite (MultiGet)
 whenever fewer than `max_in_flight` of its calls are in flight, so a lone
-caller is sent at once (no timer, no linger) and under load each call
+caller is sent at once (no timer: at the end of the loop turn it was queued
+in, so the callers one answer woke go together) and under load each call
 carries everything that arrived while the previous ones were out, bounded by
 `max_ops_per_call` ops and `max_bytes_per_call` bytes. Every op is still its
 own write on the node (its own frame, index, version and status): each
@@ -164,6 +165,7 @@ class _Lane:
     kind: str  # "write", or the consistency's name
     queue: deque[_Op] = field(default_factory=deque)
     in_flight: int = 0
+    pump_scheduled: bool = False
 
 
 class AsyncClient:
@@ -561,7 +563,7 @@ class AsyncClient:
         seconds = self.timeout
         op = _Op(request, request.ByteSize(), loop.time() + seconds, loop.create_future())
         lane.queue.append(op)
-        self._pump(lane)
+        self._pump_soon(lane, loop)
         try:
             async with asyncio.timeout_at(op.deadline):
                 return await op.future
@@ -573,6 +575,18 @@ class AsyncClient:
                 f"no answer within {seconds:g}s"
                 + (" (a write's outcome is unknown)" if lane is self._writes else ""),
             ) from None
+
+    def _pump_soon(self, lane: _Lane, loop: asyncio.AbstractEventLoop) -> None:
+        """Pump once the callers already woken have run: an answer wakes all of
+        its callers in one turn of the loop, and the ops they queue next then
+        share one call, instead of the first going alone."""
+        if not lane.pump_scheduled:
+            lane.pump_scheduled = True
+            loop.call_soon(self._scheduled_pump, lane)
+
+    def _scheduled_pump(self, lane: _Lane) -> None:
+        lane.pump_scheduled = False
+        self._pump(lane)
 
     def _pump(self, lane: _Lane) -> None:
         """Send what is queued while fewer than max_in_flight calls are out."""

@@ -125,6 +125,24 @@ def test_a_lone_caller_is_sent_at_once(shared_node: NodeProcess) -> None:
     asyncio.run(run())
 
 
+def test_the_callers_one_answer_woke_share_the_next_call(shared_node: NodeProcess) -> None:
+    """Callers in a closed loop: each round's answer wakes all of them at once,
+    and their next writes go together in one call (none goes ahead alone)."""
+
+    async def run() -> None:
+        async with AsyncClient(shared_node.endpoint, namespace=f"a{next(_names)}") as client:
+            stub = _counting(client)
+
+            async def caller(n: int) -> None:
+                for round_ in range(5):
+                    await client.put(f"k{n}", str(round_).encode())
+
+            await asyncio.gather(*(caller(n) for n in range(20)))
+            assert stub.calls == [("MultiWrite", 20)] * 5
+
+    asyncio.run(run())
+
+
 def test_one_callers_failed_cas_fails_alone(shared_node: NodeProcess) -> None:
     ns = f"a{next(_names)}"
 
