@@ -78,11 +78,11 @@ def pack(frames: Sequence[frame_pb2.Frame], limits: Limits) -> list[list[int]]:
     room = limits.max_message_bytes - STREAM_OVERHEAD_BYTES
     groups: list[list[int]] = []
     shard: tuple[str, str] | None = None
-    seen: set[tuple[str, ...]] = set()
+    seen: set[str | tuple[str, int]] = set()
     size = 0
     for position, frame in enumerate(frames):
         cost = frame.ByteSize() + OP_RESULT_BYTES * len(frame.ops) + FRAME_OVERHEAD_BYTES
-        keys = set(touched(frame))
+        keys = touched(frame)
         fits = (
             groups
             and shard == (frame.org, frame.namespace)

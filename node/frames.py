@@ -14,7 +14,6 @@ gate (an older node, a forged peer) is refused identically on every replica.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from shardlite.node import names
@@ -56,10 +55,32 @@ def gate(frame: frame_pb2.Frame, limits: Limits) -> frame_pb2.Frame:
         raise InvalidArgument(
             "write carries a batch of frames: send each write on its own (MultiWrite for many)"
         )
+    _raise_problem(frame)
+    return _within_limits(_canonical(frame), limits)
+
+
+def admit(frame: frame_pb2.Frame, limits: Limits) -> frame_pb2.Frame:
+    """`gate` for a frame this node built field by field from a request's
+    scalars, with a trace_id of its own (`new_frame`): already canonical, so
+    checked without the copy."""
+    _raise_problem(frame)
+    return _within_limits(frame, limits)
+
+
+def new_frame(org: str, namespace: str) -> frame_pb2.Frame:
+    """An empty frame of the shard with its own fresh trace_id: it is the
+    proposing node's waiter key, so it is never taken from a request (an empty
+    or reused one would leave a waiter hanging)."""
+    return frame_pb2.Frame(org=org, namespace=namespace, trace_id=os.urandom(TRACE_ID_BYTES))
+
+
+def _raise_problem(frame: frame_pb2.Frame) -> None:
     problem = content_problem(frame)
     if problem is not None:
         raise InvalidArgument(problem)
-    canonical = _canonical(frame)
+
+
+def _within_limits(canonical: frame_pb2.Frame, limits: Limits) -> frame_pb2.Frame:
     for n, op in enumerate(canonical.ops):
         if op.HasField("put") and len(op.put.value) > limits.max_value_bytes:
             raise InvalidArgument(
@@ -92,40 +113,43 @@ def content_problem(frame: frame_pb2.Frame) -> str | None:
     return None
 
 
-def touched(frame: frame_pb2.Frame) -> Iterator[tuple[str, ...]]:
+def touched(frame: frame_pb2.Frame) -> set[str | tuple[str, int]]:
     """What two frames of one envelope may not share: keys (ops' and
-    conditions') and the request id."""
-    for op in frame.ops:
-        yield ("key", op.put.key if op.HasField("put") else op.delete.key)
-    for condition in frame.conditions:
-        yield ("key", condition.key)
-    if frame.request_id.client_id:
-        yield ("request", frame.request_id.client_id, str(frame.request_id.seq))
+    conditions', as strings) and the request id (a (client_id, seq) pair)."""
+    found: set[str | tuple[str, int]] = {
+        op.put.key if op.HasField("put") else op.delete.key for op in frame.ops
+    }
+    found.update(condition.key for condition in frame.conditions)
+    request = frame.request_id
+    if request.client_id:
+        found.add((request.client_id, request.seq))
+    return found
 
 
 def _check_envelope(envelope: frame_pb2.Frame) -> None:
     """An envelope holds only its frames, 2 to MAX_ENVELOPE_FRAMES of them, all
     valid, of its own shard, none an envelope, none sharing a key or a request
     id with another (node/envelope.py says why)."""
-    names.check_org(envelope.org)
-    names.check_namespace(envelope.namespace)
+    org, namespace = envelope.org, envelope.namespace
+    names.check_org(org)
+    names.check_namespace(namespace)
     if envelope.ops or envelope.conditions or envelope.request_id.client_id:
         raise InvalidArgument("envelope carries ops, conditions or a request_id of its own")
     if not 2 <= len(envelope.batch) <= MAX_ENVELOPE_FRAMES:
         raise InvalidArgument(
             f"envelope has {len(envelope.batch)} frames; it holds 2 to {MAX_ENVELOPE_FRAMES}"
         )
-    seen: set[tuple[str, ...]] = set()
+    seen: set[str | tuple[str, int]] = set()
     for n, frame in enumerate(envelope.batch):
         if frame.batch:
             raise InvalidArgument(f"frame {n} of the envelope is an envelope itself")
-        if (frame.org, frame.namespace) != (envelope.org, envelope.namespace):
+        if frame.org != org or frame.namespace != namespace:
             raise InvalidArgument(f"frame {n} of the envelope is of another shard")
         try:
-            _check_content(frame)
+            _check_body(frame)  # its names are the envelope's, checked above
         except InvalidArgument as exc:
             raise InvalidArgument(f"frame {n} of the envelope: {exc}") from None
-        keys = set(touched(frame))
+        keys = touched(frame)
         if not seen.isdisjoint(keys):
             raise InvalidArgument(
                 f"frame {n} of the envelope shares a key or request_id with an earlier one"
@@ -136,56 +160,63 @@ def _check_envelope(envelope: frame_pb2.Frame) -> None:
 def _check_content(frame: frame_pb2.Frame) -> None:
     names.check_org(frame.org)
     names.check_namespace(frame.namespace)
-    if not frame.ops:
+    _check_body(frame)
+
+
+def _check_body(frame: frame_pb2.Frame) -> None:
+    """Everything of a frame but the shard it names."""
+    ops = frame.ops
+    if not ops:
         raise InvalidArgument("write has no ops: send at least one put or delete")
-    if len(frame.ops) > MAX_OPS:
-        raise InvalidArgument(f"write has {len(frame.ops)} ops; the limit is {MAX_OPS}")
-    if len(frame.conditions) > MAX_CONDITIONS:
+    if len(ops) > MAX_OPS:
+        raise InvalidArgument(f"write has {len(ops)} ops; the limit is {MAX_OPS}")
+    conditions = frame.conditions
+    if len(conditions) > MAX_CONDITIONS:
         raise InvalidArgument(
-            f"write has {len(frame.conditions)} conditions; the limit is {MAX_CONDITIONS}"
+            f"write has {len(conditions)} conditions; the limit is {MAX_CONDITIONS}"
         )
-    for n, op in enumerate(frame.ops):
+    for n, op in enumerate(ops):
         kind = op.WhichOneof("kind")
-        if kind is None:
+        if kind == "put":
+            _check_key("op", n, op.put.key)
+        elif kind == "delete":
+            _check_key("op", n, op.delete.key)
+        else:
             raise InvalidArgument(f"op {n} is neither a put nor a delete")
-        key = op.put.key if kind == "put" else op.delete.key
-        _check_key(f"op {n}", key)
-    for n, condition in enumerate(frame.conditions):
-        _check_key(f"condition {n}", condition.key)
+    for n, condition in enumerate(conditions):
+        _check_key("condition", n, condition.key)
         names.check_version(condition.version)
-    client_id = frame.request_id.client_id
-    if len(client_id) > MAX_CLIENT_ID_CHARS:
-        raise InvalidArgument(
-            f"request_id.client_id is {len(client_id)} characters; the limit is "
-            f"{MAX_CLIENT_ID_CHARS}"
-        )
-    if "\x00" in client_id:
-        raise InvalidArgument("request_id.client_id contains a NUL character")
-    if client_id and frame.request_id.seq > MAX_REQUEST_SEQ:
-        raise InvalidArgument(
-            f"request_id.seq is {frame.request_id.seq}; the limit is {MAX_REQUEST_SEQ} "
-            "(a signed 64-bit integer)"
-        )
+    request = frame.request_id
+    client_id = request.client_id
+    if client_id:
+        if len(client_id) > MAX_CLIENT_ID_CHARS:
+            raise InvalidArgument(
+                f"request_id.client_id is {len(client_id)} characters; the limit is "
+                f"{MAX_CLIENT_ID_CHARS}"
+            )
+        if "\x00" in client_id:
+            raise InvalidArgument("request_id.client_id contains a NUL character")
+        if request.seq > MAX_REQUEST_SEQ:
+            raise InvalidArgument(
+                f"request_id.seq is {request.seq}; the limit is {MAX_REQUEST_SEQ} "
+                "(a signed 64-bit integer)"
+            )
     if len(frame.trace_id) > MAX_TRACE_ID_BYTES:
         raise InvalidArgument(
             f"trace_id is {len(frame.trace_id)} bytes; the limit is {MAX_TRACE_ID_BYTES}"
         )
 
 
-def _check_key(where: str, key: str) -> None:
+def _check_key(what: str, n: int, key: str) -> None:
     try:
         names.check_key(key)
     except InvalidArgument as exc:
-        raise InvalidArgument(f"{where}: {exc}") from None
+        raise InvalidArgument(f"{what} {n}: {exc}") from None
 
 
 def _canonical(frame: frame_pb2.Frame) -> frame_pb2.Frame:
     """A fresh Frame holding only the fields this node knows, and its own trace_id."""
-    # A fresh trace_id: it is the proposing node's waiter key, so it is never
-    # taken from a request (an empty or reused one would leave a waiter hanging).
-    canonical = frame_pb2.Frame(
-        org=frame.org, namespace=frame.namespace, trace_id=os.urandom(TRACE_ID_BYTES)
-    )
+    canonical = new_frame(frame.org, frame.namespace)
     for op in frame.ops:
         if op.HasField("put"):
             canonical.ops.add(put=frame_pb2.PutOp(key=op.put.key, value=op.put.value))

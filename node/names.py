@@ -38,11 +38,13 @@ def _check_name(what: str, name: str) -> str:
 
 
 def check_key(key: str) -> str:
-    size = len(key.encode("utf-8"))
-    if size == 0:
+    if not key:
         raise InvalidArgument("key is empty: keys are 1-1024 bytes of UTF-8")
-    if size > MAX_KEY_BYTES:
-        raise InvalidArgument(f"key is {size} bytes: keys are at most {MAX_KEY_BYTES} bytes")
+    # A character is at most 4 bytes of UTF-8: only a longer key may be too long.
+    if len(key) * 4 > MAX_KEY_BYTES:
+        size = len(key.encode("utf-8"))
+        if size > MAX_KEY_BYTES:
+            raise InvalidArgument(f"key is {size} bytes: keys are at most {MAX_KEY_BYTES} bytes")
     if "\x00" in key:
         raise InvalidArgument("key contains a NUL character")
     return key

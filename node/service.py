@@ -356,9 +356,10 @@ def _every(results: list[R | None]) -> list[R]:
 
 
 def _built(org: str, namespace: str, request_id: frame_pb2.RequestId) -> frame_pb2.Frame:
-    """The raw frame of a request, field by field; `frames.gate` checks it and
-    makes the canonical copy (with its trace_id) that enters the log."""
-    frame = frame_pb2.Frame(org=org, namespace=namespace)
+    """A request's frame, built field by field from its scalars (so nothing
+    unknown rides along) with a trace_id of this node's: `frames.admit` checks
+    it as the gate would."""
+    frame = frames.new_frame(org, namespace)
     if request_id.client_id:
         frame.request_id.client_id = request_id.client_id
         frame.request_id.seq = request_id.seq
@@ -374,7 +375,7 @@ def _put_frame(request: kv_pb2.PutRequest, limits: frames.Limits) -> frame_pb2.F
         condition = frame.conditions.add()
         condition.key = request.key
         condition.version = request.expected_version
-    return frames.gate(frame, limits)
+    return frames.admit(frame, limits)
 
 
 def _delete_frame(request: kv_pb2.DeleteRequest, limits: frames.Limits) -> frame_pb2.Frame:
@@ -384,7 +385,7 @@ def _delete_frame(request: kv_pb2.DeleteRequest, limits: frames.Limits) -> frame
         condition = frame.conditions.add()
         condition.key = request.key
         condition.version = request.expected_version
-    return frames.gate(frame, limits)
+    return frames.admit(frame, limits)
 
 
 def _batch_frame(request: kv_pb2.BatchRequest, limits: frames.Limits) -> frame_pb2.Frame:

@@ -21,7 +21,7 @@ import errno
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 
 from shardlite.node.frames import MAX_PROBLEM_CHARS
@@ -181,14 +181,15 @@ class Shard:
                 if index <= last:
                     results.append(None)
                     continue
-                if frame.batch:  # an envelope: each frame alone, all at this index
+                # An envelope's frames each alone, all at this index; a plain
+                # frame is an envelope of one.
+                inner = frame.batch if frame.batch else [frame]
+                applied = self._apply_independent(conn, index, inner, request_retention)
+                if frame.batch:
                     result = frame_pb2.FrameResult(index=index)
-                    for one in frame.batch:
-                        result.batch.append(
-                            self._apply_in_savepoint(conn, index, one, request_retention)
-                        )
+                    result.batch.extend(applied)
                 else:
-                    result = self._apply_in_savepoint(conn, index, frame, request_retention)
+                    [result] = applied
                 conn.execute(
                     "INSERT OR REPLACE INTO outcomes (idx, result) VALUES (?, ?)",
                     (index, result.SerializeToString(deterministic=True)),
@@ -213,36 +214,102 @@ class Shard:
         return results
 
     @classmethod
-    def _apply_in_savepoint(
-        cls, conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame, retention: int
+    def _apply_independent(
+        cls,
+        conn: sqlite3.Connection,
+        index: int,
+        frames: Sequence[frame_pb2.Frame],
+        retention: int,
+    ) -> list[frame_pb2.FrameResult]:
+        """Apply `frames` at `index`, each alone: frames of one entry, so no two
+        share a key or a request id (an envelope's rule), and none can see
+        another's writes or request row. That is what lets their request ids be
+        looked up together first and recorded together last."""
+        known = cls._recent_requests(conn, frames, index - retention)
+        results = []
+        recorded = []
+        for frame in frames:
+            request = frame.request_id
+            if request.client_id:
+                original = known.get((request.client_id, request.seq))
+                if original is not None:  # a retry: its original's result
+                    results.append(frame_pb2.FrameResult.FromString(original))
+                    continue
+            result = cls._apply_guarded(conn, index, frame)
+            if request.client_id and not result.invalid:
+                recorded.append(
+                    (
+                        request.client_id,
+                        request.seq,
+                        index,
+                        result.SerializeToString(deterministic=True),
+                    )
+                )
+            results.append(result)
+        if recorded:
+            conn.executemany(
+                "INSERT OR REPLACE INTO requests (client_id, seq, idx, result) VALUES (?, ?, ?, ?)",
+                recorded,
+            )
+        return results
+
+    @staticmethod
+    def _recent_requests(
+        conn: sqlite3.Connection, frames: Sequence[frame_pb2.Frame], horizon: int
+    ) -> dict[tuple[str, int], bytes]:
+        """The stored result of each of `frames`' request ids first applied at
+        or after `horizon`: a retry is recognised iff its original is within
+        the window counted from the retry's index, so a stale row not yet
+        pruned decides the same as a pruned one."""
+        seqs: dict[str, list[int]] = {}
+        for frame in frames:
+            if frame.request_id.client_id:
+                seqs.setdefault(frame.request_id.client_id, []).append(frame.request_id.seq)
+        known: dict[tuple[str, int], bytes] = {}
+        for client_id, wanted in seqs.items():
+            for start in range(0, len(wanted), GET_MANY_CHUNK):
+                chunk = wanted[start : start + GET_MANY_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "SELECT seq, idx, result FROM requests"
+                    f" WHERE client_id = ? AND seq IN ({marks})",
+                    (client_id, *chunk),
+                )
+                for seq, idx, result in rows:
+                    if int(idx) >= horizon:
+                        known[(client_id, int(seq))] = bytes(result)
+        return known
+
+    @classmethod
+    def _apply_guarded(
+        cls, conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame
     ) -> frame_pb2.FrameResult:
-        conn.execute("SAVEPOINT frame")
+        """The frame's ops, all or none: a frame that fails for its content
+        leaves nothing and its result says why. One op is one statement,
+        which SQLite already undoes alone when it fails; several need a
+        savepoint."""
+        several = len(frame.ops) > 1
+        if several:
+            conn.execute("SAVEPOINT frame")
         try:
-            result = cls._apply_one(conn, index, frame, retention)
+            result = cls._apply_ops(conn, index, frame)
         except Exception as exc:
             if is_machine_fault(exc):
                 raise
-            conn.execute("ROLLBACK TO frame")
-            conn.execute("RELEASE frame")
+            if several:
+                conn.execute("ROLLBACK TO frame")
+                conn.execute("RELEASE frame")
             problem = f"cannot apply: {exc}"[:MAX_PROBLEM_CHARS]
             return frame_pb2.FrameResult(index=index, invalid=problem)
-        conn.execute("RELEASE frame")
+        if several:
+            conn.execute("RELEASE frame")
         return result
 
     @staticmethod
-    def _apply_one(
-        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame, retention: int
+    def _apply_ops(
+        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame
     ) -> frame_pb2.FrameResult:
-        request = frame.request_id if frame.HasField("request_id") else None
-        if request is not None and request.client_id:
-            row = conn.execute(
-                "SELECT idx, result FROM requests WHERE client_id = ? AND seq = ?",
-                (request.client_id, request.seq),
-            ).fetchone()
-            # Recognised iff within the window counted from this frame's index:
-            # a stale row not yet pruned decides the same as a pruned one.
-            if row is not None and int(row[0]) >= index - retention:
-                return frame_pb2.FrameResult.FromString(row[1])
+        """The frame's conditions, then (if they hold) its ops, at `index`."""
         result = frame_pb2.FrameResult(index=index)
         for condition in frame.conditions:
             row = conn.execute("SELECT version FROM kv WHERE key = ?", (condition.key,)).fetchone()
@@ -252,30 +319,19 @@ class Shard:
                 result.failed_key = condition.key
                 result.failed_expected = condition.version
                 result.failed_actual = actual
-                break
-        if not result.condition_failed:
-            for op in frame.ops:
-                if op.HasField("put"):
-                    conn.execute(
-                        "INSERT INTO kv (key, value, version) VALUES (?, ?, ?) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                        "version = excluded.version",
-                        (op.put.key, op.put.value, index),
-                    )
-                    result.results.add(version=index)
-                else:
-                    cursor = conn.execute("DELETE FROM kv WHERE key = ?", (op.delete.key,))
-                    result.results.add(deleted=cursor.rowcount > 0)
-        if request is not None and request.client_id:
-            conn.execute(
-                "INSERT OR REPLACE INTO requests (client_id, seq, idx, result) VALUES (?, ?, ?, ?)",
-                (
-                    request.client_id,
-                    request.seq,
-                    index,
-                    result.SerializeToString(deterministic=True),
-                ),
-            )
+                return result
+        for op in frame.ops:
+            if op.HasField("put"):
+                conn.execute(
+                    "INSERT INTO kv (key, value, version) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                    "version = excluded.version",
+                    (op.put.key, op.put.value, index),
+                )
+                result.results.add(version=index)
+            else:
+                cursor = conn.execute("DELETE FROM kv WHERE key = ?", (op.delete.key,))
+                result.results.add(deleted=cursor.rowcount > 0)
         return result
 
     # -- reading (the event loop's thread) ---------------------------------

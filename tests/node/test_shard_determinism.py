@@ -102,21 +102,22 @@ def test_any_batch_split_gives_identical_results_and_dumps(
 def test_a_frame_failing_for_its_content_is_refused_alone_whatever_the_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A deterministic SQLite error caused by one frame (here forced for key
-    "poison") rolls back that frame only; the others in its transaction apply,
-    and every split records the same."""
-    original = Shard._apply_one
+    """A deterministic SQLite error caused by one frame of several ops (here
+    forced for key "poison", after its writes) rolls back that frame only;
+    the others in its transaction apply, and every split records the same."""
+    original = Shard._apply_ops
 
     def poisoned(
-        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame, retention: int
+        conn: sqlite3.Connection, index: int, frame: frame_pb2.Frame
     ) -> frame_pb2.FrameResult:
-        result = original(conn, index, frame, retention)
+        result: frame_pb2.FrameResult = original(conn, index, frame)
         if frame.ops[0].put.key == "poison":  # after its writes: they must be undone
             raise sqlite3.DataError("string or blob too big")
         return result
 
-    monkeypatch.setattr(Shard, "_apply_one", staticmethod(poisoned))
+    monkeypatch.setattr(Shard, "_apply_ops", staticmethod(poisoned))
     frames = [(i, _frame(k, b"v", "c", i, None)) for i, k in enumerate(["a", "poison", "b"], 1)]
+    frames[1][1].ops.add(put=frame_pb2.PutOp(key="also", value=b"v"))
     whole = _apply_split(tmp_path / "whole.db", frames, [])
     split = _apply_split(tmp_path / "split.db", frames, [1, 2])
     assert whole == split
@@ -124,5 +125,31 @@ def test_a_frame_failing_for_its_content_is_refused_alone_whatever_the_split(
     assert [r.invalid for r in results] == ["", "cannot apply: string or blob too big", ""]
     shard = Shard(tmp_path / "whole.db")
     assert shard.get("poison") is None
+    assert shard.get("also") is None
     assert shard.get("b") == (b"v", 3)
     shard.close()
+
+
+def test_a_one_op_frame_whose_statement_fails_leaves_nothing(tmp_path: Path) -> None:
+    """A frame of one op is one statement, which SQLite undoes alone when it
+    fails (no savepoint is taken for it): here a value past the connection's
+    length limit. Its request id is not recorded either, so nothing of it
+    stays; the frames around it apply."""
+    frames = [
+        (1, _frame("a", b"v", "c", 1, None)),
+        (2, _frame("poison", b"x" * 2_000, "c", 2, None)),
+        (3, _frame("b", b"v", "c", 3, None)),
+    ]
+    shard = Shard(tmp_path / "s.db")
+    shard._writer.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000)
+    results = shard.apply(frames, RETENTION)
+    assert [r.invalid if r else None for r in results] == [
+        "",
+        "cannot apply: string or blob too big",
+        "",
+    ]
+    assert shard.get("poison") is None
+    assert shard.get("b") == (b"v", 3)
+    shard.close()
+    requests = dict(dump(tmp_path / "s.db"))["requests"]
+    assert [row[1] for row in requests] == [1, 3]  # seq 2, the poisoned frame's: none
