@@ -30,8 +30,9 @@ from shardlite.replication.durable import fsync_path
 from shardlite.v1 import frame_pb2
 
 LIST_CHUNK = 256
-# Keys read by one statement of Shard.get_many (MultiGet).
-GET_MANY_CHUNK = 500
+# Values in one statement's IN (...) list: keys of Shard.get_many (MultiGet),
+# request ids looked up for an entry's frames. Far below SQLite's bound.
+IN_LIST_CHUNK = 500
 # How many indices a request id (and a frame's outcome) is remembered for. A
 # decision of the state machine, so the same on every replica: a constant of
 # the code, never a node's configuration (replicas configured differently
@@ -267,8 +268,8 @@ class Shard:
                 seqs.setdefault(frame.request_id.client_id, []).append(frame.request_id.seq)
         known: dict[tuple[str, int], bytes] = {}
         for client_id, wanted in seqs.items():
-            for start in range(0, len(wanted), GET_MANY_CHUNK):
-                chunk = wanted[start : start + GET_MANY_CHUNK]
+            for start in range(0, len(wanted), IN_LIST_CHUNK):
+                chunk = wanted[start : start + IN_LIST_CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
                     "SELECT seq, idx, result FROM requests"
@@ -349,13 +350,13 @@ class Shard:
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[bytes, int]]:
         """`get` of each of `keys` (distinct or not), one statement per
-        GET_MANY_CHUNK distinct keys: the found ones, by key. Each get sees at
+        IN_LIST_CHUNK distinct keys: the found ones, by key. Each get sees at
         least what `get` would have at the time of the call."""
         found: dict[str, tuple[bytes, int]] = {}
         distinct = list(dict.fromkeys(keys))
         # Well below SQLite's limit of bound variables (32,766 since 3.32).
-        for start in range(0, len(distinct), GET_MANY_CHUNK):
-            chunk = distinct[start : start + GET_MANY_CHUNK]
+        for start in range(0, len(distinct), IN_LIST_CHUNK):
+            chunk = distinct[start : start + IN_LIST_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._read().execute(
                 f"SELECT key, value, version FROM kv WHERE key IN ({marks})", chunk
